@@ -1,0 +1,1 @@
+"""HDF5 checkpoint format and the Lightning CheckpointIO plugin."""

@@ -1,0 +1,1 @@
+"""LightningDataModules over tonic datasets and the offline datasets."""

@@ -1,0 +1,1 @@
+"""Datasets that install with the package and need no network."""

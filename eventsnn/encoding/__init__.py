@@ -1,0 +1,1 @@
+"""Events to tensors (frames, voxel grids, time surfaces, filters); values to spikes."""

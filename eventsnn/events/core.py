@@ -1,0 +1,118 @@
+"""The event array: tonic's structured dtype, construction helpers and boundary validation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EVENT_DTYPE = np.dtype([("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "?")])
+"""tonic's event dtype: x, y int16 pixel (or channel) coordinates, t int64 microseconds, p bool."""
+
+SensorSize = tuple[int, int, int]
+"""(width, height, polarities), as in tonic. Audio: (channels, 1, 1)."""
+
+
+class EventsError(ValueError):
+    """Bad event input: names the file, field or event index that is wrong."""
+
+
+def make_events(
+    x: Sequence[int] | np.ndarray,
+    y: Sequence[int] | np.ndarray,
+    t: Sequence[int] | np.ndarray,
+    p: Sequence[int] | np.ndarray,
+) -> np.ndarray:
+    """Build an event array from four equally long columns."""
+    n = len(t)
+    for name, col in (("x", x), ("y", y), ("p", p)):
+        if len(col) != n:
+            raise EventsError(f"field {name!r} has {len(col)} values, field 't' has {n}")
+    events = np.empty(n, dtype=EVENT_DTYPE)
+    events["x"] = x
+    events["y"] = y
+    events["t"] = t
+    events["p"] = np.asarray(p).astype(bool)
+    return events
+
+
+def empty_events() -> np.ndarray:
+    """An event array with no events."""
+    return np.empty(0, dtype=EVENT_DTYPE)
+
+
+def as_sensor_size(sensor_size: Sequence[int]) -> SensorSize:
+    """Normalise a sensor size to an (width, height, polarities) tuple of positive ints."""
+    if len(sensor_size) != 3 or any(int(s) < 1 for s in sensor_size):
+        raise EventsError(
+            f"sensor_size must be (width, height, polarities) of positive ints, got {sensor_size!r}"
+        )
+    w, h, p = (int(s) for s in sensor_size)
+    return (w, h, p)
+
+
+def validate(events: np.ndarray, sensor_size: Sequence[int] | None = None) -> np.ndarray:
+    """Check dtype, time order and coordinates; return the events or raise EventsError.
+
+    Called once at every boundary that takes events; inner code trusts validated arrays.
+    The error names the field and the index of the first bad event.
+    """
+    if not isinstance(events, np.ndarray) or events.dtype.names is None:
+        raise EventsError(
+            f"events must be a structured numpy array with fields x, y, t, p; got {type(events)!r}"
+        )
+    missing = [f for f in ("x", "y", "t", "p") if f not in events.dtype.names]
+    if missing:
+        raise EventsError(f"events lack field(s) {missing}; have {list(events.dtype.names)}")
+    for name in ("x", "y", "t", "p"):
+        if events.dtype[name] != EVENT_DTYPE[name]:
+            raise EventsError(
+                f"field {name!r} has dtype {events.dtype[name]}, expected {EVENT_DTYPE[name]}"
+            )
+    if events.ndim != 1:
+        raise EventsError(f"events must be one-dimensional, got shape {events.shape}")
+    if len(events) == 0:
+        return events
+    t = events["t"]
+    if len(t) > 1:
+        bad = np.flatnonzero(t[1:] < t[:-1])
+        if bad.size:
+            i = int(bad[0]) + 1
+            raise EventsError(
+                f"field 't' is not sorted: event {i} has t={int(t[i])} < t={int(t[i - 1])} "
+                f"of event {i - 1}"
+            )
+    if sensor_size is not None:
+        w, h, _ = as_sensor_size(sensor_size)
+        for name, limit in (("x", w), ("y", h)):
+            col = events[name]
+            bad = np.flatnonzero((col < 0) | (col >= limit))
+            if bad.size:
+                i = int(bad[0])
+                raise EventsError(
+                    f"field {name!r} out of the sensor: event {i} has {name}={int(col[i])}, "
+                    f"sensor size {tuple(sensor_size)} allows 0..{limit - 1}"
+                )
+    return events
+
+
+@dataclass
+class Recording:
+    """Events read from a file, with the sensor size and what is known of the source."""
+
+    events: np.ndarray
+    sensor_size: SensorSize
+    path: Path | None = None
+    format: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    truncated: bool = False
+
+    @property
+    def duration_us(self) -> int:
+        """Time from the first to the last event, in microseconds (0 when empty)."""
+        if len(self.events) == 0:
+            return 0
+        return int(self.events["t"][-1] - self.events["t"][0])

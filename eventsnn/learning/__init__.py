@@ -1,0 +1,1 @@
+"""STDP rules, losses and regularizers."""

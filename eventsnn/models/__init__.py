@@ -1,0 +1,1 @@
+"""LightningModules: surrogate-gradient and STDP classifiers."""

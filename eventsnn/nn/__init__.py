@@ -1,0 +1,1 @@
+"""Spiking layers in torch.nn style."""

@@ -1,0 +1,1 @@
+"""Event sources and the stateful stream runner."""

@@ -1,0 +1,1 @@
+"""The three jobs (train, batch, stream) and their command line, built only from eventsnn."""

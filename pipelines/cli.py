@@ -1,0 +1,46 @@
+"""The `eventsnn` command: dispatches a sub-command to the module that implements it."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# sub-command -> module under pipelines/ with a `main(argv: list[str]) -> int`
+COMMANDS = {
+    "fit": "train",
+    "validate": "train",
+    "test": "train",
+    "predict": "train",
+    "info": "info",
+    "batch": "batch",
+    "stream": "stream",
+    "ckpt": "ckpt",
+}
+
+USAGE = """usage: eventsnn COMMAND [options]
+
+commands:
+  fit|validate|test|predict  train or evaluate a model (LightningCLI; --config conf/<recipe>.yaml)
+  info PATH                  describe an event recording
+  batch                      run a checkpoint over a folder of recordings
+  stream                     streaming inference on live or replayed events
+  ckpt info|convert          inspect or convert checkpoints
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        print(f"eventsnn: unknown command {name!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"pipelines.{COMMANDS[name]}")
+    return int(module.main(argv) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

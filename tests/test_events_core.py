@@ -1,0 +1,53 @@
+"""The event array: construction and boundary validation."""
+
+import numpy as np
+import pytest
+
+from eventsnn.events import EVENT_DTYPE, EventsError, Recording, make_events, validate
+
+
+def test_make_events_has_tonic_dtype():
+    ev = make_events([0, 1], [2, 3], [10, 20], [1, 0])
+    assert ev.dtype == EVENT_DTYPE
+    assert ev["p"].tolist() == [True, False]
+    assert ev["t"].dtype == np.int64
+
+
+def test_make_events_rejects_ragged_columns():
+    with pytest.raises(EventsError, match="'x' has 1 values"):
+        make_events([0], [2, 3], [10, 20], [1, 0])
+
+
+def test_validate_names_first_unsorted_index():
+    ev = make_events([0, 0, 0, 0], [0, 0, 0, 0], [1, 5, 3, 2], [0, 0, 0, 0])
+    with pytest.raises(EventsError, match="event 2 has t=3 < t=5"):
+        validate(ev)
+
+
+def test_validate_names_field_and_index_out_of_sensor():
+    ev = make_events([0, 1, 34], [0, 0, 0], [1, 2, 3], [0, 0, 0])
+    with pytest.raises(EventsError, match="'x' out of the sensor: event 2 has x=34"):
+        validate(ev, (34, 34, 2))
+    ev = make_events([0, 1, 2], [0, -1, 0], [1, 2, 3], [0, 0, 0])
+    with pytest.raises(EventsError, match="'y' out of the sensor: event 1"):
+        validate(ev, (34, 34, 2))
+
+
+def test_validate_rejects_wrong_dtype_and_plain_arrays():
+    wrong = np.zeros(3, dtype=[("x", "<i8"), ("y", "<i2"), ("t", "<i8"), ("p", "?")])
+    with pytest.raises(EventsError, match="'x' has dtype int64"):
+        validate(wrong)
+    with pytest.raises(EventsError, match="structured numpy array"):
+        validate(np.zeros((3, 4)))
+
+
+def test_validate_accepts_empty_and_epoch_timestamps():
+    assert len(validate(np.empty(0, EVENT_DTYPE), (34, 34, 2))) == 0
+    epoch = 1_700_000_000_000_000
+    ev = make_events([0, 1], [0, 0], [epoch, epoch + 1], [1, 1])
+    assert validate(ev, (2, 1, 2))["t"][0] == epoch
+
+
+def test_recording_duration():
+    ev = make_events([0, 1], [0, 0], [100, 350], [1, 1])
+    assert Recording(ev, (2, 1, 2)).duration_us == 250
