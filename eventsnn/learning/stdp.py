@@ -1,0 +1,354 @@
+"""STDP rules as pure functions of (weights, spikes, traces) that return the weight update.
+
+Every input is time-first: spikes and traces of shape ``(T, B, F)`` for a linear layer or
+``(T, B, C, H, W)`` for a conv layer, with traces as made by :mod:`eventsnn.learning.traces` (the
+value at step t includes step t's spikes). The weights stay fixed over the window, so an update is
+a sum over steps of (post-side term) x (pre-side term) products, computed in one contraction over
+time, batch and (for convolutions, whose kernel is shared) positions. ``reduce="mean"`` divides by
+the batch size: the mean of the per-sample updates; ``"sum"`` keeps their sum.
+
+With traces of time constants ``tau_plus`` (pre) and ``tau_minus`` (post), a lone pair with the pre
+spike ``k`` steps before the post spike gives ``+a_plus * exp(-k dt / tau_plus)`` (potentiation)
+and with the post spike first ``-a_minus * exp(-k dt / tau_minus)`` (depression): the STDP window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+from torch import Tensor
+
+from eventsnn.learning.errors import LearningError
+from eventsnn.learning.traces import TraceMode, check_trace_mode
+
+Reduce = Literal["mean", "sum"]
+WeightDependence = Literal["additive", "soft_bound"]
+Side = Literal["pre", "post"]
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Stride, padding and dilation of a 2-D convolution whose kernel STDP learns."""
+
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+
+
+def correlate(
+    post: Tensor,
+    pre: Tensor,
+    weight_shape: torch.Size | tuple[int, ...],
+    conv: ConvGeometry | None = None,
+    reduce: Reduce = "mean",
+) -> Tensor:
+    """Sum over time, batch (and kernel positions) of post x pre products, shaped like the weights.
+
+    Linear: ``(T, B, out) x (T, B, in) -> (out, in)``. Conv: the kernel-shaped correlation of each
+    post-synaptic position with its pre-synaptic patch, summed over positions (weight sharing).
+    """
+    if post.shape[:2] != pre.shape[:2]:
+        raise LearningError(
+            f"pre and post activity need the same (T, B) leading shape, got {tuple(pre.shape)} "
+            f"and {tuple(post.shape)}"
+        )
+    batch = post.shape[1]
+    if conv is None:
+        if post.ndim != 3 or tuple(weight_shape) != (post.shape[-1], pre.shape[-1]):
+            raise LearningError(
+                f"linear STDP needs (T, B, out) post, (T, B, in) pre and (out, in) weights; got "
+                f"post {tuple(post.shape)}, pre {tuple(pre.shape)}, weights {tuple(weight_shape)}"
+            )
+        update = torch.einsum("tbo,tbi->oi", post, pre)
+    else:
+        if post.ndim != 5 or pre.ndim != 5:
+            raise LearningError(
+                f"conv STDP needs (T, B, C, H, W) pre and post, got pre {tuple(pre.shape)} "
+                f"and post {tuple(post.shape)}"
+            )
+        update = torch.nn.grad.conv2d_weight(
+            pre.flatten(0, 1),
+            tuple(weight_shape),
+            post.flatten(0, 1),
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+        )
+    if reduce == "mean":
+        return update / batch
+    if reduce != "sum":
+        raise LearningError(f"unknown reduce {reduce!r}; expected 'mean' or 'sum'")
+    return update
+
+
+def soft_bound_factors(
+    weights: Tensor, w_min: float, w_max: float, mu: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """Weight-dependent scales: ``(w_max - w)^mu`` for potentiation, ``(w - w_min)^mu`` for
+    depression, so that updates shrink near the bounds (multiplicative / soft-bound STDP)."""
+    room_up = (w_max - weights).clamp(min=0)
+    room_down = (weights - w_min).clamp(min=0)
+    return room_up.pow(mu), room_down.pow(mu)
+
+
+def pair_stdp(
+    weights: Tensor,
+    pre_spikes: Tensor,
+    post_spikes: Tensor,
+    pre_trace: Tensor,
+    post_trace: Tensor,
+    *,
+    a_plus: float,
+    a_minus: float,
+    weight_dependence: WeightDependence = "additive",
+    w_min: float = 0.0,
+    w_max: float = 1.0,
+    mu: float = 1.0,
+    conv: ConvGeometry | None = None,
+    reduce: Reduce = "mean",
+) -> Tensor:
+    """Pair-based STDP: potentiation ``a_plus * pre_trace`` on post spikes, depression
+    ``a_minus * post_trace`` on pre spikes; additive or soft-bound (scaled by the room left)."""
+    shape = weights.shape
+    potentiation = correlate(post_spikes, pre_trace, shape, conv, reduce)
+    depression = correlate(post_trace, pre_spikes, shape, conv, reduce)
+    if weight_dependence == "soft_bound":
+        up, down = soft_bound_factors(weights, w_min, w_max, mu)
+        potentiation, depression = potentiation * up, depression * down
+    elif weight_dependence != "additive":
+        raise LearningError(
+            f"unknown weight_dependence {weight_dependence!r}; expected 'additive' or 'soft_bound'"
+        )
+    return a_plus * potentiation - a_minus * depression
+
+
+def triplet_stdp(
+    weights: Tensor,
+    pre_spikes: Tensor,
+    post_spikes: Tensor,
+    pre_trace: Tensor,
+    post_trace: Tensor,
+    pre_slow_before: Tensor,
+    post_slow_before: Tensor,
+    *,
+    a2_plus: float,
+    a3_plus: float,
+    a2_minus: float,
+    a3_minus: float,
+    conv: ConvGeometry | None = None,
+    reduce: Reduce = "mean",
+) -> Tensor:
+    """Triplet STDP (Pfister & Gerstner 2006): on a post spike ``+r1 * (a2+ + a3+ * o2)``, on a pre
+    spike ``-o1 * (a2- + a3- * r2)``, with the slow traces r2, o2 read just before the spike."""
+    shape = weights.shape
+    potentiation = correlate(
+        post_spikes * (a2_plus + a3_plus * post_slow_before), pre_trace, shape, conv, reduce
+    )
+    depression = correlate(
+        post_trace, pre_spikes * (a2_minus + a3_minus * pre_slow_before), shape, conv, reduce
+    )
+    return potentiation - depression
+
+
+def diehl_cook_stdp(
+    weights: Tensor,
+    pre_spikes: Tensor,
+    post_spikes: Tensor,
+    pre_trace: Tensor,
+    post_trace: Tensor,
+    *,
+    eta_post: float,
+    eta_pre: float = 0.0,
+    x_tar: float = 0.0,
+    w_max: float = 1.0,
+    mu: float = 0.0,
+    conv: ConvGeometry | None = None,
+    reduce: Reduce = "mean",
+) -> Tensor:
+    """Diehl & Cook (2015): on a post spike ``eta_post * (x_pre - x_tar) * (w_max - w)^mu``; the
+    offset x_tar depresses synapses whose input was silent. ``eta_pre`` adds pre-spike depression
+    by the post trace (BindsNET's variant)."""
+    shape = weights.shape
+    potentiation = correlate(post_spikes, pre_trace - x_tar, shape, conv, reduce)
+    if mu:
+        potentiation = potentiation * (w_max - weights).clamp(min=0).pow(mu)
+    update = eta_post * potentiation
+    if eta_pre:
+        update = update - eta_pre * correlate(post_trace, pre_spikes, shape, conv, reduce)
+    return update
+
+
+class Rule(Protocol):
+    """A configured STDP rule: which traces it reads and the update it returns for a window."""
+
+    trace_mode: TraceMode
+
+    def trace_taus(self) -> Mapping[str, tuple[Side, float]]:
+        """Trace name -> (the side whose spikes feed it, its time constant in steps of dt)."""
+        ...
+
+    def update(
+        self,
+        weights: Tensor,
+        pre_spikes: Tensor,
+        post_spikes: Tensor,
+        traces: Mapping[str, Tensor],
+        before: Mapping[str, Tensor],
+        conv: ConvGeometry | None,
+        reduce: Reduce,
+    ) -> Tensor:
+        """The weight update for one window of activity (see the module docstring)."""
+        ...
+
+
+@dataclass(frozen=True)
+class PairSTDP:
+    """Configuration of :func:`pair_stdp` (additive or soft-bound)."""
+
+    a_plus: float = 1e-2
+    a_minus: float = 1e-2
+    tau_plus: float = 20.0
+    tau_minus: float = 20.0
+    weight_dependence: WeightDependence = "additive"
+    mu: float = 1.0
+    w_min: float = 0.0
+    w_max: float = 1.0
+    trace_mode: TraceMode = "all_to_all"
+
+    def __post_init__(self) -> None:
+        check_trace_mode(self.trace_mode)
+
+    def trace_taus(self) -> Mapping[str, tuple[Side, float]]:
+        """A pre trace (tau_plus) and a post trace (tau_minus)."""
+        return {"pre": ("pre", self.tau_plus), "post": ("post", self.tau_minus)}
+
+    def update(
+        self,
+        weights: Tensor,
+        pre_spikes: Tensor,
+        post_spikes: Tensor,
+        traces: Mapping[str, Tensor],
+        before: Mapping[str, Tensor],
+        conv: ConvGeometry | None,
+        reduce: Reduce,
+    ) -> Tensor:
+        """See :func:`pair_stdp`."""
+        return pair_stdp(
+            weights,
+            pre_spikes,
+            post_spikes,
+            traces["pre"],
+            traces["post"],
+            a_plus=self.a_plus,
+            a_minus=self.a_minus,
+            weight_dependence=self.weight_dependence,
+            w_min=self.w_min,
+            w_max=self.w_max,
+            mu=self.mu,
+            conv=conv,
+            reduce=reduce,
+        )
+
+
+@dataclass(frozen=True)
+class TripletSTDP:
+    """Configuration of :func:`triplet_stdp` (defaults: Pfister & Gerstner's visual-cortex fit)."""
+
+    a2_plus: float = 5e-10
+    a3_plus: float = 6.2e-3
+    a2_minus: float = 7e-3
+    a3_minus: float = 2.3e-4
+    tau_plus: float = 16.8
+    tau_minus: float = 33.7
+    tau_x: float = 101.0
+    tau_y: float = 125.0
+    trace_mode: TraceMode = "all_to_all"
+
+    def __post_init__(self) -> None:
+        check_trace_mode(self.trace_mode)
+
+    def trace_taus(self) -> Mapping[str, tuple[Side, float]]:
+        """Fast (r1, o1) and slow (r2, o2) traces on each side."""
+        return {
+            "pre": ("pre", self.tau_plus),
+            "post": ("post", self.tau_minus),
+            "pre_slow": ("pre", self.tau_x),
+            "post_slow": ("post", self.tau_y),
+        }
+
+    def update(
+        self,
+        weights: Tensor,
+        pre_spikes: Tensor,
+        post_spikes: Tensor,
+        traces: Mapping[str, Tensor],
+        before: Mapping[str, Tensor],
+        conv: ConvGeometry | None,
+        reduce: Reduce,
+    ) -> Tensor:
+        """See :func:`triplet_stdp`."""
+        return triplet_stdp(
+            weights,
+            pre_spikes,
+            post_spikes,
+            traces["pre"],
+            traces["post"],
+            before["pre_slow"],
+            before["post_slow"],
+            a2_plus=self.a2_plus,
+            a3_plus=self.a3_plus,
+            a2_minus=self.a2_minus,
+            a3_minus=self.a3_minus,
+            conv=conv,
+            reduce=reduce,
+        )
+
+
+@dataclass(frozen=True)
+class DiehlCookSTDP:
+    """Configuration of :func:`diehl_cook_stdp`."""
+
+    eta_post: float = 1e-2
+    eta_pre: float = 1e-4
+    x_tar: float = 0.0
+    w_max: float = 1.0
+    mu: float = 0.0
+    tau_pre: float = 20.0
+    tau_post: float = 20.0
+    trace_mode: TraceMode = "all_to_all"
+
+    def __post_init__(self) -> None:
+        check_trace_mode(self.trace_mode)
+
+    def trace_taus(self) -> Mapping[str, tuple[Side, float]]:
+        """A pre trace (tau_pre) and a post trace (tau_post)."""
+        return {"pre": ("pre", self.tau_pre), "post": ("post", self.tau_post)}
+
+    def update(
+        self,
+        weights: Tensor,
+        pre_spikes: Tensor,
+        post_spikes: Tensor,
+        traces: Mapping[str, Tensor],
+        before: Mapping[str, Tensor],
+        conv: ConvGeometry | None,
+        reduce: Reduce,
+    ) -> Tensor:
+        """See :func:`diehl_cook_stdp`."""
+        return diehl_cook_stdp(
+            weights,
+            pre_spikes,
+            post_spikes,
+            traces["pre"],
+            traces["post"],
+            eta_post=self.eta_post,
+            eta_pre=self.eta_pre,
+            x_tar=self.x_tar,
+            w_max=self.w_max,
+            mu=self.mu,
+            conv=conv,
+            reduce=reduce,
+        )
