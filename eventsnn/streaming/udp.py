@@ -1,0 +1,185 @@
+"""UDP receiver for event packets (faery's two formats, aestream's SPIF words).
+
+The socket gets a large receive buffer (the kernel queue is the stream's buffer while the model
+runs), is drained in batches without blocking, and reports packets the kernel dropped because that
+buffer was full (Linux ``SO_RXQ_OVFL``) instead of hiding them. A malformed packet is counted and
+skipped. Iteration yields one event array per drained batch, or an empty array after ``poll_s``
+seconds without data; it ends after ``idle_stop_s`` seconds without data, if set, or on ``stop()``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+import struct
+import sys
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from eventsnn.events import EVENT_DTYPE
+from eventsnn.streaming.packets import PacketError, make_decoder
+from eventsnn.streaming.sources import SourceStats, StreamError
+
+SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
+"""Linux socket option: each datagram carries the socket's cumulative drop counter."""
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+"""Linux socket option: a receive buffer above rmem_max, allowed with CAP_NET_ADMIN."""
+MAX_DATAGRAM = 65536
+
+
+def parse_udp_address(text: str) -> tuple[str, int]:
+    """``udp://HOST:PORT`` or ``HOST:PORT`` -> (host, port); StreamError naming the text."""
+    address = text.removeprefix("udp://")
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise StreamError(f"bad UDP address {text!r}: expected udp://HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _set_receive_buffer(sock: socket.socket, size: int) -> int:
+    """Ask for a receive buffer of ``size`` bytes (forced past rmem_max when allowed)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
+def _proc_drops(sock: socket.socket) -> int | None:
+    """The socket's drop counter from /proc/net/udp (Linux), or None where it cannot be read."""
+    inode = str(os.fstat(sock.fileno()).st_ino)
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as lines:
+                for line in lines:
+                    fields = line.split()
+                    if len(fields) > 12 and fields[9] == inode:
+                        return int(fields[-1])
+        except OSError:
+            continue
+    return None
+
+
+class UdpSource:
+    """Receives event packets on a UDP address; see the module docstring."""
+
+    def __init__(
+        self,
+        address: str | tuple[str, int],
+        format: str = "t64_x16_y16_on8",
+        buffer_bytes: int = 64 << 20,
+        poll_s: float = 0.05,
+        idle_stop_s: float | None = None,
+        batch_bytes: int = 1 << 20,
+    ) -> None:
+        host, port = parse_udp_address(address) if isinstance(address, str) else address
+        self.decoder = make_decoder(format)
+        self.poll_s = poll_s
+        self.idle_stop_s = idle_stop_s
+        self.stats = SourceStats()
+        self._stopping = False
+        self._buffer = bytearray(batch_bytes + MAX_DATAGRAM)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self.stats.socket_buffer_bytes = _set_receive_buffer(self.socket, buffer_bytes)
+            if sys.platform.startswith("linux"):
+                self.socket.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+            self.socket.bind((host, port))
+        except OSError as error:
+            self.socket.close()
+            if error.errno == errno.EADDRINUSE:
+                raise StreamError(
+                    f"udp://{host}:{port} is already in use: another program is bound to it; "
+                    "stop it or choose another port"
+                ) from None
+            raise StreamError(f"cannot listen on udp://{host}:{port}: {error.strerror}") from None
+        self.socket.setblocking(False)
+        self.address = self.socket.getsockname()[:2]
+
+    def stop(self) -> None:
+        """Ask the iteration to end after the current batch (safe from another thread)."""
+        self._stopping = True
+
+    def close(self) -> None:
+        """Release the socket."""
+        self.socket.close()
+
+    def refresh_kernel_drops(self) -> None:
+        """Update the kernel drop count now (datagrams carry it only once more arrive)."""
+        drops = _proc_drops(self.socket)
+        if drops is not None:
+            self.stats.kernel_dropped_packets = max(self.stats.kernel_dropped_packets, drops)
+
+    def __enter__(self) -> UdpSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        poller = select.poll()
+        poller.register(self.socket, select.POLLIN)
+        last_data = time.monotonic()
+        start_ns = time.monotonic_ns()
+        while not self._stopping:
+            if not poller.poll(self.poll_s * 1000):
+                self.refresh_kernel_drops()
+                if self.idle_stop_s is not None and time.monotonic() - last_data > self.idle_stop_s:
+                    return
+                yield np.empty(0, dtype=EVENT_DTYPE)
+                continue
+            last_data = time.monotonic()
+            arrival_us = (time.monotonic_ns() - start_ns) // 1000
+            events = self._decode(self._drain(), arrival_us)
+            self.stats.events += len(events)
+            yield events
+
+    def _drain(self) -> tuple[memoryview, list[int]]:
+        """Receive every queued datagram (up to the batch size) back to back into the buffer.
+
+        Returns the filled part of the buffer and the sizes of the well-formed datagrams in it;
+        truncated datagrams and ones that are not whole records are counted and left out.
+        """
+        view = memoryview(self._buffer)
+        record_size = self.decoder.record_size
+        ancillary_size = socket.CMSG_SPACE(4)
+        sizes = []
+        offset = 0
+        while offset + MAX_DATAGRAM <= len(view):
+            try:
+                size, ancillary, flags, _ = self.socket.recvmsg_into(
+                    [view[offset : offset + MAX_DATAGRAM]], ancillary_size
+                )
+            except BlockingIOError:
+                break
+            self.stats.packets += 1
+            for level, kind, data in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(data) >= 4:
+                    self.stats.kernel_dropped_packets = struct.unpack("=I", data[:4])[0]
+            if flags & socket.MSG_TRUNC or size % record_size:
+                self.stats.malformed_packets += 1
+                continue
+            sizes.append(size)
+            offset += size
+        return view[:offset], sizes
+
+    def _decode(self, batch: tuple[memoryview, list[int]], arrival_us: int) -> np.ndarray:
+        """Decode a batch at once; on a bad packet, decode one by one to skip only the bad ones."""
+        data, sizes = batch
+        try:
+            return self.decoder.decode(data, arrival_us)
+        except PacketError:
+            pass
+        good = []
+        bounds = np.cumsum([0, *sizes])
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+            try:
+                good.append(self.decoder.decode(data[start:stop], arrival_us))
+            except PacketError:
+                self.stats.malformed_packets += 1
+        return np.concatenate(good) if good else np.empty(0, dtype=EVENT_DTYPE)
