@@ -133,3 +133,10 @@ def test_drop_counts_the_events_of_dropped_steps_and_skip_jumps_gaps():
 def test_step_must_be_positive():
     with pytest.raises(ValueError, match="step_us"):
         StepBinner(SENSOR, 0)
+
+
+def test_per_event_arrival_takes_the_latest_of_each_step():
+    binner = StepBinner((4, 4, 2), STEP_US)
+    events = make_events([0, 1, 2, 3], [0] * 4, [100, 900, 1100, 2500], [0] * 4)
+    binner.push(events, arrival_ns=np.array([7, 5, 8, 9]))
+    assert binner.pop().arrival_ns.tolist() == [7, 8]

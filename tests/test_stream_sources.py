@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import faery
 import numpy as np
@@ -41,7 +42,7 @@ def spif_words(events: np.ndarray, timed: bool) -> bytes:
 
 
 def receive_all(source: UdpSource) -> np.ndarray:
-    chunks = [chunk for chunk in source]
+    chunks = [packet.events for packet in source]
     return np.concatenate(chunks) if chunks else np.empty(0, EVENT_DTYPE)
 
 
@@ -63,11 +64,19 @@ def receiver():
 def test_udp_receives_exactly_what_faery_sends(receiver, udp_format):
     events = random_events(2500, t0=(1 << 32) - 20_000)  # crosses the 32-bit wrap-around
     source = receiver(format=udp_format)
+    before = time.time_ns()
     faery.events_stream_from_array(to_faery(events), dimensions=(34, 34)).to_udp(
         source.address, events_per_packet=100, format=udp_format
     )
-    received = receive_all(source)
+    after = time.time_ns()
+    packets = list(source)
+    received = np.concatenate([packet.events for packet in packets])
+    arrival = np.concatenate([packet.arrival_ns for packet in packets if len(packet.events)])
     np.testing.assert_array_equal(received, events)
+    # kernel receive times: one per event, in sending order, while faery was sending
+    assert len(arrival) == len(events)
+    assert np.all(np.diff(arrival) >= 0)
+    assert before <= arrival[0] and arrival[-1] <= after
     assert source.stats.packets == 25
     assert source.stats.events == 2500
     assert source.stats.malformed_packets == 0
@@ -173,5 +182,5 @@ def test_iterator_source_validates_each_chunk():
     unsorted = good[::-1].copy()
     source = IteratorSource([good, unsorted])
     with pytest.raises(EventsError, match="chunk 1 of the iterator"):
-        list(source)
+        list(source)  # noqa: B018
     assert source.stats.events == 10

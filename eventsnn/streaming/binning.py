@@ -83,12 +83,13 @@ class StepBinner:
         """Start time of a step in microseconds (the origin must be known)."""
         return int(self.origin_us) + step * self.step_us
 
-    def push(self, events: np.ndarray, arrival_ns: int = 0) -> None:
-        """Add a chunk of time-ordered events (project dtype) that arrived at ``arrival_ns``."""
+    def push(self, events: np.ndarray, arrival_ns: int | np.ndarray = 0) -> None:
+        """Add a chunk of time-ordered events (project dtype) and their arrival time(s) in ns."""
         if len(events) == 0:
             return
         if self.origin_us is None:
             self.origin_us = int(events["t"][0])
+        arrival = np.broadcast_to(np.asarray(arrival_ns, dtype=np.int64), (len(events),))
         x, y, p = events["x"].astype(np.int64), events["y"].astype(np.int64), events["p"]
         inside = (x >= 0) & (x < self.width) & (y >= 0) & (y < self.height)
         steps = (events["t"] - self.origin_us) // self.step_us
@@ -98,26 +99,26 @@ class StepBinner:
         self.out_of_sensor_events += int(np.count_nonzero(~inside))
         self.late_events += int(np.count_nonzero(inside & ~keep))
         if not keep.all():
-            steps, x, y, p = steps[keep], x[keep], y[keep], p[keep]
+            steps, x, y, p, arrival = steps[keep], x[keep], y[keep], p[keep], arrival[keep]
             if steps.size == 0:
                 return
         self.flushed = False
         channel = p.astype(np.int64) if self.polarities > 1 else 0
         pixel = (channel * self.height + y) * self.width + x
-        self._accumulate(steps, pixel, arrival_ns)
+        self._accumulate(steps, pixel, arrival)
         newest = int(steps.max())
         if newest > self.newest_step:
             self.newest_step = newest
-            self._closers.append((newest, arrival_ns))
+            self._closers.append((newest, int(arrival.max())))
 
-    def _accumulate(self, steps: np.ndarray, pixel: np.ndarray, arrival_ns: int) -> None:
+    def _accumulate(self, steps: np.ndarray, pixel: np.ndarray, arrival: np.ndarray) -> None:
         """Add counts per (step, pixel) for the steps present in the chunk."""
-        order = np.argsort(steps, kind="stable") if np.any(np.diff(steps) < 0) else None
-        if order is not None:
-            steps, pixel = steps[order], pixel[order]
-        bounds = np.flatnonzero(np.diff(steps)) + 1
-        starts = np.concatenate(([0], bounds))
+        if np.any(np.diff(steps) < 0):
+            order = np.argsort(steps, kind="stable")
+            steps, pixel, arrival = steps[order], pixel[order], arrival[order]
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(steps)) + 1))
         present = steps[starts]
+        latest = np.maximum.reduceat(arrival, starts)
         size = self.polarities * self.height * self.width
         local = np.repeat(np.arange(len(present)), np.diff(np.append(starts, len(steps))))
         counts = np.bincount(local * size + pixel, minlength=len(present) * size)
@@ -126,10 +127,11 @@ class StepBinner:
             if step in self._frames:
                 self._frames[step] += counts[index]
                 self._counts[step] += int(counts[index].sum())
+                self._last_arrival[step] = max(self._last_arrival[step], int(latest[index]))
             else:
                 self._frames[step] = counts[index].astype(self.dtype)
                 self._counts[step] = int(counts[index].sum())
-            self._last_arrival[step] = arrival_ns
+                self._last_arrival[step] = int(latest[index])
 
     def flush(self) -> None:
         """Mark the open (newest) step complete: the stream has ended."""

@@ -82,7 +82,17 @@ class Unwrapper32:
         self.offset, self.previous = offset, previous
 
 
-class T64Decoder:
+class _FixedRecords:
+    """Formats where every record of ``record_size`` bytes is one event."""
+
+    record_size: int
+
+    def count(self, payload: bytes | memoryview) -> int:
+        """Number of events in a well-formed payload."""
+        return len(payload) // self.record_size
+
+
+class T64Decoder(_FixedRecords):
     """faery's ``t64_x16_y16_on8`` records."""
 
     name = "t64_x16_y16_on8"
@@ -101,7 +111,7 @@ class T64Decoder:
         return _events_from_columns(raw["x"], raw["y"], t.astype(np.int64), on.astype(bool))
 
 
-class T32Decoder:
+class T32Decoder(_FixedRecords):
     """faery's ``t32_x16_y15_on1`` records, with timestamps unwrapped across packets."""
 
     name = "t32_x16_y15_on1"
@@ -128,6 +138,11 @@ class SpifDecoder:
 
     def __init__(self) -> None:
         self.unwrapper = Unwrapper32()
+
+    def count(self, payload: bytes | memoryview) -> int:
+        """Number of events in a well-formed payload (a timed event takes two words)."""
+        untimed = len(payload) >= 4 and payload[3] & 0x80
+        return len(payload) // (4 if untimed else 8)
 
     def decode(self, payload: bytes | memoryview, arrival_us: int = 0) -> np.ndarray:
         """Events of one payload; untimed words are stamped with ``arrival_us``."""

@@ -1,18 +1,29 @@
 """What every event source shares: the error type, the counters, and sources over Python iterables.
 
-A source is an iterable of event arrays (the project's dtype, time-ordered). A live source may
-yield an empty array when nothing arrived for a while, so that the consumer can update its status
-and notice a stop request; a finite source ends when its data ends.
+A source is an iterable of ``Packet``s: event arrays (the project's dtype, time-ordered) with their
+arrival time on the wall clock (``time.time_ns()``; a live UDP source uses the kernel's receive
+time of each datagram). A live source may yield an empty packet when nothing arrived for a while,
+so that the consumer can update its status and notice a stop request; a finite source ends when
+its data ends.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from eventsnn.events import EventsError, validate
+
+
+class Packet(NamedTuple):
+    """Events that arrived together, with their arrival time in ns (one value or one per event)."""
+
+    events: np.ndarray
+    arrival_ns: int | np.ndarray
 
 
 class StreamError(EventsError):
@@ -45,7 +56,7 @@ class IteratorSource:
         self.chunks = chunks
         self.stats = SourceStats()
 
-    def __iter__(self) -> Iterator[np.ndarray]:
+    def __iter__(self) -> Iterator[Packet]:
         for index, events in enumerate(self.chunks):
             try:
                 validate(events)
@@ -53,7 +64,7 @@ class IteratorSource:
                 raise EventsError(f"chunk {index} of the iterator: {error}") from None
             self.stats.packets += 1
             self.stats.events += len(events)
-            yield events
+            yield Packet(events, time.time_ns())
 
     def close(self) -> None:
         """Nothing to release; present so that every source can be closed the same way."""

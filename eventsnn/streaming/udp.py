@@ -3,8 +3,10 @@
 The socket gets a large receive buffer (the kernel queue is the stream's buffer while the model
 runs), is drained in batches without blocking, and reports packets the kernel dropped because that
 buffer was full (Linux ``SO_RXQ_OVFL``) instead of hiding them. A malformed packet is counted and
-skipped. Iteration yields one event array per drained batch, or an empty array after ``poll_s``
-seconds without data; it ends after ``idle_stop_s`` seconds without data, if set, or on ``stop()``.
+skipped. Each datagram's arrival is the kernel's receive time (``SO_TIMESTAMPNS``), so latency
+counts the time spent queued in the kernel. Iteration yields one ``Packet`` per drained batch, or
+an empty one after ``poll_s`` seconds without data; it ends after ``idle_stop_s`` seconds without
+data, if set, or on ``stop()``.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ import numpy as np
 
 from eventsnn.events import EVENT_DTYPE
 from eventsnn.streaming.packets import PacketError, make_decoder
-from eventsnn.streaming.sources import SourceStats, StreamError
+from eventsnn.streaming.sources import Packet, SourceStats, StreamError
 
 SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
 """Linux socket option: each datagram carries the socket's cumulative drop counter."""
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+"""Linux socket option: each datagram carries the kernel's receive time (CLOCK_REALTIME)."""
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 """Linux socket option: a receive buffer above rmem_max, allowed with CAP_NET_ADMIN."""
 MAX_DATAGRAM = 65536
@@ -89,6 +93,7 @@ class UdpSource:
             self.stats.socket_buffer_bytes = _set_receive_buffer(self.socket, buffer_bytes)
             if sys.platform.startswith("linux"):
                 self.socket.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+                self.socket.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             self.socket.bind((host, port))
         except OSError as error:
             self.socket.close()
@@ -121,34 +126,36 @@ class UdpSource:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def __iter__(self) -> Iterator[np.ndarray]:
+    def __iter__(self) -> Iterator[Packet]:
         poller = select.poll()
         poller.register(self.socket, select.POLLIN)
         last_data = time.monotonic()
-        start_ns = time.monotonic_ns()
+        start_ns = time.time_ns()
         while not self._stopping:
             if not poller.poll(self.poll_s * 1000):
                 self.refresh_kernel_drops()
                 if self.idle_stop_s is not None and time.monotonic() - last_data > self.idle_stop_s:
                     return
-                yield np.empty(0, dtype=EVENT_DTYPE)
+                yield Packet(np.empty(0, dtype=EVENT_DTYPE), time.time_ns())
                 continue
             last_data = time.monotonic()
-            arrival_us = (time.monotonic_ns() - start_ns) // 1000
-            events = self._decode(self._drain(), arrival_us)
-            self.stats.events += len(events)
-            yield events
+            data, sizes, stamps = self._drain()
+            packet = self._decode(data, sizes, stamps, start_ns)
+            self.stats.events += len(packet.events)
+            yield packet
 
-    def _drain(self) -> tuple[memoryview, list[int]]:
+    def _drain(self) -> tuple[memoryview, list[int], list[int]]:
         """Receive every queued datagram (up to the batch size) back to back into the buffer.
 
-        Returns the filled part of the buffer and the sizes of the well-formed datagrams in it;
-        truncated datagrams and ones that are not whole records are counted and left out.
+        Returns the filled part of the buffer, the sizes of the well-formed datagrams in it and
+        their kernel receive times; truncated datagrams and ones that are not whole records are
+        counted and left out.
         """
         view = memoryview(self._buffer)
         record_size = self.decoder.record_size
-        ancillary_size = socket.CMSG_SPACE(4)
-        sizes = []
+        ancillary_size = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(16)
+        sizes: list[int] = []
+        stamps: list[int] = []
         offset = 0
         while offset + MAX_DATAGRAM <= len(view):
             try:
@@ -158,28 +165,47 @@ class UdpSource:
             except BlockingIOError:
                 break
             self.stats.packets += 1
+            stamp = None
             for level, kind, data in ancillary:
-                if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(data) >= 4:
+                if level != socket.SOL_SOCKET:
+                    continue
+                if kind == SO_RXQ_OVFL and len(data) >= 4:
                     self.stats.kernel_dropped_packets = struct.unpack("=I", data[:4])[0]
+                elif kind == SO_TIMESTAMPNS and len(data) >= 16:
+                    seconds, nanoseconds = struct.unpack("=qq", data[:16])
+                    stamp = seconds * 1_000_000_000 + nanoseconds
             if flags & socket.MSG_TRUNC or size % record_size:
                 self.stats.malformed_packets += 1
                 continue
             sizes.append(size)
+            stamps.append(time.time_ns() if stamp is None else stamp)
             offset += size
-        return view[:offset], sizes
+        return view[:offset], sizes, stamps
 
-    def _decode(self, batch: tuple[memoryview, list[int]], arrival_us: int) -> np.ndarray:
-        """Decode a batch at once; on a bad packet, decode one by one to skip only the bad ones."""
-        data, sizes = batch
+    def _decode(
+        self, data: memoryview, sizes: list[int], stamps: list[int], start_ns: int
+    ) -> Packet:
+        """Decode a batch at once; on a bad packet, decode one by one to skip only the bad ones.
+
+        Untimed SPIF words get the batch's first receive time (us since the source started).
+        """
+        if not sizes:
+            return Packet(np.empty(0, dtype=EVENT_DTYPE), time.time_ns())
+        arrival_us = (stamps[0] - start_ns) // 1000
+        bounds = np.cumsum([0, *sizes]).tolist()
+        payloads = [data[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         try:
-            return self.decoder.decode(data, arrival_us)
+            events = self.decoder.decode(data, arrival_us)
+            kept = list(zip(payloads, stamps, strict=True))
         except PacketError:
-            pass
-        good = []
-        bounds = np.cumsum([0, *sizes])
-        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
-            try:
-                good.append(self.decoder.decode(data[start:stop], arrival_us))
-            except PacketError:
-                self.stats.malformed_packets += 1
-        return np.concatenate(good) if good else np.empty(0, dtype=EVENT_DTYPE)
+            good, kept = [], []
+            for payload, stamp in zip(payloads, stamps, strict=True):
+                try:
+                    good.append(self.decoder.decode(payload, arrival_us))
+                    kept.append((payload, stamp))
+                except PacketError:
+                    self.stats.malformed_packets += 1
+            events = np.concatenate(good) if good else np.empty(0, dtype=EVENT_DTYPE)
+        counts = [self.decoder.count(payload) for payload, _ in kept]
+        arrival = np.repeat(np.array([stamp for _, stamp in kept], dtype=np.int64), counts)
+        return Packet(events, arrival)
