@@ -1,0 +1,209 @@
+"""Numba kernels: single fused passes over the structured event array.
+
+Reading the fields of a structured array one by one costs a strided copy per field; these kernels
+read each 15-byte record once instead. They take arrays of `EVENT_DTYPE` (contiguous, 1-D) and
+trust their shapes; the pure functions in this package call them after the boundary checks.
+Kernels that also check the events return the index of the first unsorted or out-of-sensor event
+(`-1` when all are fine) so the caller can raise `EventsError` with `events.validate`'s message.
+Compiled kernels are cached on disk (`cache=True`) so only the first run on a machine compiles.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+ALL_VALID = -1
+"""Returned by checking kernels when every event is sorted and inside the sensor."""
+MIXED_POLARITY = -2
+"""Returned by the frame kernel when a single-polarity sensor receives both polarities."""
+
+_jit = numba.njit(cache=True, nogil=True)
+
+
+@_jit
+def _is_bad(x, y, t, previous_t, width, height):
+    return t < previous_t or x < 0 or x >= width or y < 0 or y >= height
+
+
+@_jit
+def scan_events(events, width, height):
+    """First bad event (or ALL_VALID), and the largest x and y, in one pass."""
+    max_x = -1
+    max_y = -1
+    previous_t = events[0].t if len(events) else 0
+    for i in range(len(events)):
+        e = events[i]
+        if _is_bad(e.x, e.y, e.t, previous_t, width, height):
+            return i, max_x, max_y
+        previous_t = e.t
+        max_x = max(max_x, np.int64(e.x))
+        max_y = max(max_y, np.int64(e.y))
+    return ALL_VALID, max_x, max_y
+
+
+@_jit
+def search_times(events, times):
+    """Like np.searchsorted(events["t"], times, side="left") without copying the t field."""
+    out = np.empty(len(times), np.int64)
+    n = len(events)
+    for k in range(len(times)):
+        lo = 0
+        hi = n
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if events[mid].t < times[k]:
+                lo = mid + 1
+            else:
+                hi = mid
+        out[k] = lo
+    return out
+
+
+@_jit
+def _check_and_count(events, lo, hi, width, height, flat, offset, plane, one_channel, count):
+    """Check events[lo:hi] and, when count, add them to flat[offset + (p * H + y) * W + x].
+
+    Sortedness is checked against event lo - 1 too. Returns the first bad event (or ALL_VALID)
+    and the polarities seen (bit 1: ON, bit 2: OFF).
+    """
+    previous_t = events[lo - 1].t if lo > 0 else events[0].t
+    seen = 0
+    for i in range(lo, hi):
+        e = events[i]
+        if _is_bad(e.x, e.y, e.t, previous_t, width, height):
+            return i, seen
+        previous_t = e.t
+        seen |= 1 if e.p else 2
+        if count:
+            channel = 0 if one_channel else np.int64(e.p)
+            flat[offset + channel * plane + np.int64(e.y) * width + np.int64(e.x)] += 1
+    return ALL_VALID, seen
+
+
+@_jit
+def accumulate_frames(events, starts, ends, width, height, out):
+    """Count events into frames out[k, p, y, x] for the index slices [starts[k], ends[k]).
+
+    Slices may overlap or leave gaps; starts and ends are non-decreasing. Every event is checked
+    (those in no slice too). A one-polarity `out` takes both polarities only when the events do
+    not mix them (tonic's rule), else MIXED_POLARITY.
+    """
+    n = len(events)
+    flat = out.reshape(-1)
+    plane = width * height
+    frame_size = out.shape[1] * plane
+    one_channel = out.shape[1] == 1
+    seen = 0
+    checked_to = 0
+    for k in range(len(starts) + 1):
+        lo = min(starts[k], n) if k < len(starts) else n
+        if lo > checked_to:
+            bad, polarities = _check_and_count(
+                events, checked_to, lo, width, height, flat, 0, plane, one_channel, False
+            )
+            seen |= polarities
+            if bad != ALL_VALID:
+                return bad
+        if k == len(starts):
+            break
+        hi = min(ends[k], n)
+        if hi > lo:
+            bad, polarities = _check_and_count(
+                events, lo, hi, width, height, flat, k * frame_size, plane, one_channel, True
+            )
+            seen |= polarities
+            if bad != ALL_VALID:
+                return bad
+        checked_to = max(checked_to, hi)
+    if one_channel and seen == 3:
+        return MIXED_POLARITY
+    return ALL_VALID
+
+
+@_jit
+def _voxel_position(t, t0, duration, n_bins):
+    # tonic's arithmetic, operation for operation: n * (float(t) - t0) / duration
+    return n_bins * (np.float64(t) - np.float64(t0)) / np.float64(duration)
+
+
+@_jit
+def accumulate_voxels(events, n_bins, width, height, out):
+    """Bilinear-in-time voxel grid into flat `out` (n_bins * height * width), tonic's order.
+
+    Two passes like tonic's two `np.add.at` calls (left weights, then right weights) so that the
+    floating-point sums are identical. Polarity counts as +1 / -1. A zero-duration recording puts
+    every event in bin 0. Checks every event in the first pass.
+    """
+    n = len(events)
+    if n == 0:
+        return ALL_VALID
+    t0 = events[0].t
+    duration = events[n - 1].t - t0
+    plane = width * height
+    previous_t = t0
+    for i in range(n):
+        e = events[i]
+        if _is_bad(e.x, e.y, e.t, previous_t, width, height):
+            return i
+        previous_t = e.t
+        position = _voxel_position(e.t, t0, duration, n_bins) if duration else 0.0
+        left = np.int64(position)
+        if left < n_bins:
+            sign = 1.0 if e.p else -1.0
+            out[e.x + e.y * width + left * plane] += sign * (1.0 - (position - left))
+    for i in range(n):
+        e = events[i]
+        position = _voxel_position(e.t, t0, duration, n_bins) if duration else 0.0
+        left = np.int64(position)
+        if left + 1 < n_bins:
+            sign = 1.0 if e.p else -1.0
+            out[e.x + e.y * width + (left + 1) * plane] += sign * (position - left)
+    return ALL_VALID
+
+
+@_jit
+def denoise_mask(events, filter_time, width, height):
+    """Keep an event when one of its 4 neighbours fired less than filter_time before it."""
+    never = np.iinfo(np.int64).min
+    last = np.full((width, height), never, np.int64)
+    keep = np.zeros(len(events), np.bool_)
+    for i in range(len(events)):
+        e = events[i]
+        x = np.int64(e.x)
+        y = np.int64(e.y)
+        t = e.t
+        last[x, y] = t
+        keep[i] = (
+            (x > 0 and last[x - 1, y] != never and t - last[x - 1, y] < filter_time)
+            or (x < width - 1 and last[x + 1, y] != never and t - last[x + 1, y] < filter_time)
+            or (y > 0 and last[x, y - 1] != never and t - last[x, y - 1] < filter_time)
+            or (y < height - 1 and last[x, y + 1] != never and t - last[x, y + 1] < filter_time)
+        )
+    return keep
+
+
+@_jit
+def refractory_mask(events, delta, width, height):
+    """Keep an event when its pixel's previous event (kept or not) is more than delta before it."""
+    never = np.iinfo(np.int64).min
+    last = np.full((width, height), never, np.int64)
+    keep = np.empty(len(events), np.bool_)
+    for i in range(len(events)):
+        e = events[i]
+        previous = last[e.x, e.y]
+        keep[i] = previous == never or e.t - previous > delta
+        last[e.x, e.y] = e.t
+    return keep
+
+
+@_jit
+def compact_rows(rows, keep):
+    """Copy the byte rows (one per event) where keep is True into a new array."""
+    out = np.empty((keep.sum(), rows.shape[1]), np.uint8)
+    j = 0
+    for i in range(len(keep)):
+        if keep[i]:
+            out[j] = rows[i]
+            j += 1
+    return out
