@@ -1,0 +1,101 @@
+"""Lightning integration: the HDF5 CheckpointIO plugin and a ModelCheckpoint that writes `.h5`.
+
+Use both together (the training CLI does)::
+
+    Trainer(plugins=[HDF5CheckpointIO()], callbacks=[HDF5ModelCheckpoint(save_last=True)])
+
+The plugin turns every checkpoint Lightning saves or loads (ModelCheckpoint,
+``trainer.save_checkpoint``, ``trainer.fit(ckpt_path=...)``) into an HDF5 file. The callback
+names files ``*.h5`` and adds what exact resuming and :func:`eventsnn.checkpoint.load_model` need:
+the module's class path and the global random states.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins.io import CheckpointIO
+
+from eventsnn.checkpoint.errors import CheckpointError
+from eventsnn.checkpoint.io import MODEL_CLASS_KEY, read_checkpoint, write_checkpoint
+
+RNG_STATES_KEY = "rng_states"
+
+
+def class_path(cls: type) -> str:
+    """Import path of a class, as stored in checkpoints: ``module.QualifiedName``."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class HDF5CheckpointIO(CheckpointIO):
+    """Lightning CheckpointIO that saves and loads checkpoints as HDF5 files (never pickle).
+
+    Writes are atomic (temporary file, fsync, rename). `map_location` may be None (CPU), a device
+    or a device name; `weights_only` is accepted and ignored, as loading never runs code.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
+    ) -> None:
+        """Write the checkpoint dict to `path` atomically."""
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} does not take storage_options")
+        write_checkpoint(path, checkpoint)
+
+    def load_checkpoint(
+        self,
+        path: str | os.PathLike,
+        map_location: torch.device | str | None = None,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        """Read the checkpoint dict of `path`; raises CheckpointError naming the path and key."""
+        if map_location is not None and not isinstance(map_location, torch.device | str):
+            raise CheckpointError(
+                f"{path}: map_location must be None, a torch.device or a device name, "
+                f"got {type(map_location).__name__}"
+            )
+        return read_checkpoint(path, device=map_location)
+
+    def remove_checkpoint(self, path: str | os.PathLike) -> None:
+        """Delete the checkpoint file at `path`, if any."""
+        Path(path).unlink(missing_ok=True)
+
+
+class HDF5ModelCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that names files ``*.h5`` and stores the class path and random states.
+
+    The random states are put back at the start of the first training epoch after resuming
+    (not when the checkpoint is read), so that the sanity check's data loaders, which draw from the
+    global generator, do not shift the random stream: 2 + 2 epochs then equal 4 epochs exactly.
+    """
+
+    FILE_EXTENSION = ".h5"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rng_states_to_restore: dict[str, Any] | None = None
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Add the module's class path and the global random states to the checkpoint."""
+        checkpoint[MODEL_CLASS_KEY] = class_path(type(pl_module))
+        checkpoint[RNG_STATES_KEY] = _collect_rng_states()
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Keep the saved random states for the next training epoch start."""
+        self._rng_states_to_restore = checkpoint.get(RNG_STATES_KEY)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Put back the random states of a resumed checkpoint, once."""
+        if self._rng_states_to_restore is not None:
+            _set_rng_states(self._rng_states_to_restore)
+            self._rng_states_to_restore = None
