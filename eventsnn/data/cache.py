@@ -1,0 +1,111 @@
+"""A disk cache of encoded samples whose key covers everything that shapes them.
+
+Tonic's ``DiskCachedDataset`` keys its files by a folder name the user picks, so a changed transform
+silently serves stale frames (tonic issue #160). Here the folder name is a hash of the dataset's
+name, version and split and of a canonical description of every transform parameter: changing any
+of them selects a new folder. One compressed ``.npz`` per sample, written atomically, so DataLoader
+workers can fill the cache in parallel and an interrupted run leaves no half-written sample.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import tempfile
+import types
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+CACHE_FORMAT = 1
+"""Bump when the cached file layout or the encoding of a description changes."""
+
+
+def describe(obj: Any) -> Any:
+    """A JSON-able description of ``obj`` with all its parameters (for a transform: class + fields).
+
+    Dataclasses (tonic's and our transforms) give their fields, other objects their public
+    attributes, functions their import path, arrays a digest of their bytes.
+    """
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, torch.Tensor):
+        obj = obj.detach().cpu().numpy()
+    if isinstance(obj, np.ndarray):
+        digest = hashlib.sha256(np.ascontiguousarray(obj).tobytes()).hexdigest()
+        return {"array": digest, "dtype": str(obj.dtype), "shape": list(obj.shape)}
+    if isinstance(obj, list | tuple):
+        return [describe(item) for item in obj]
+    if isinstance(obj, dict):
+        return {str(key): describe(value) for key, value in sorted(obj.items(), key=str)}
+    if isinstance(obj, functools.partial):
+        return {"partial": describe([obj.func, obj.args, obj.keywords])}
+    if isinstance(obj, type | types.FunctionType | types.BuiltinFunctionType | types.MethodType):
+        return {"callable": f"{obj.__module__}.{obj.__qualname__}"}
+    if dataclasses.is_dataclass(obj):
+        params = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    else:
+        params = {k: v for k, v in getattr(obj, "__dict__", {}).items() if not k.startswith("_")}
+    kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
+    return {"class": kind, "params": describe(params)}
+
+
+def cache_key(description: Any) -> str:
+    """A short stable hash of a description (see `describe`)."""
+    text = json.dumps({"cache_format": CACHE_FORMAT, "what": description}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class DiskCachedDataset(Dataset):
+    """``dataset``'s samples, computed once and then read from ``folder/<index>.npz``.
+
+    ``folder`` should come from `cache_key`; the description that made the key is kept beside the
+    samples in ``key.json`` so a person can see what a cache folder holds.
+    """
+
+    def __init__(self, dataset: Any, folder: str | os.PathLike, description: Any) -> None:
+        self.dataset = dataset
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        key_file = self.folder / "key.json"
+        if not key_file.exists():
+            text = json.dumps(description, indent=1, sort_keys=True)
+            _write_atomically(key_file, lambda f: f.write(text.encode()))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, Any]:
+        path = self.folder / f"{index}.npz"
+        try:
+            with np.load(path) as stored:
+                return stored["data"], stored["target"][()]
+        except (FileNotFoundError, zipfile.BadZipFile, KeyError, ValueError, EOFError):
+            pass  # not cached yet (or unreadable): compute and (re)write it
+        data, target = self.dataset[index]
+        data = data.numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+        target = np.asarray(target)
+        _write_atomically(path, lambda f: np.savez_compressed(f, data=data, target=target))
+        return data, target[()]
+
+
+def _write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Let ``write`` fill a temporary file beside ``path``, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
