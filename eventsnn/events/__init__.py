@@ -10,6 +10,8 @@ from eventsnn.events.core import (
     make_events,
     validate,
 )
+from eventsnn.events.io import iter_chunks, read, write
+from eventsnn.events.summary import summarize
 
 __all__ = [
     "EVENT_DTYPE",
@@ -18,6 +20,10 @@ __all__ = [
     "SensorSize",
     "as_sensor_size",
     "empty_events",
+    "iter_chunks",
     "make_events",
+    "read",
+    "summarize",
     "validate",
+    "write",
 ]

@@ -1,0 +1,117 @@
+"""eventsnn's own HDF5 event files, read lazily by time range.
+
+Layout (format version 1)::
+
+    /events                  group
+        @format          = "eventsnn.events"
+        @format_version  = 1
+        @sensor_size     = int64[3]  (width, height, polarities)
+        @time_unit       = "us"
+    /events/x  int16[n]      pixel column (audio: channel)
+    /events/y  int16[n]      pixel row (audio: 0)
+    /events/t  int64[n]      timestamp in microseconds, non-decreasing
+    /events/p  uint8[n]      polarity, 0 (OFF) or 1 (ON)
+
+The four datasets are chunked (65536 events a chunk) and compressed (gzip level 4 with the
+shuffle filter, readable by any HDF5 tool). A time range [t_start, t_stop) is found by binary
+search on /events/t, each probe reading one chunk, so only the chunks in the range are read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from eventsnn.events.core import EVENT_DTYPE, EventsError, SensorSize, as_sensor_size
+from eventsnn.events.formats.base import CHUNK_EVENTS, OpenedFile, index_range, library_errors
+
+FORMAT_NAME = "eventsnn.events"
+FORMAT_VERSION = 1
+GROUP = "events"
+CHUNK = 1 << 16
+COLUMNS = {"x": np.int16, "y": np.int16, "t": np.int64, "p": np.uint8}
+
+
+def _read_slice(group: h5py.Group, lo: int, hi: int) -> np.ndarray:
+    events = np.empty(hi - lo, dtype=EVENT_DTYPE)
+    for name in ("x", "y", "t"):
+        events[name] = group[name][lo:hi]
+    events["p"] = group["p"][lo:hi] != 0
+    return events
+
+
+def _check_layout(path: Path, group: h5py.Group) -> SensorSize:
+    for name in COLUMNS:
+        if name not in group or not isinstance(group[name], h5py.Dataset):
+            raise EventsError(f"{path}: missing dataset /{GROUP}/{name}")
+    lengths = {name: group[name].shape for name in COLUMNS}
+    if len(set(lengths.values())) != 1 or len(lengths["t"]) != 1:
+        raise EventsError(f"{path}: datasets /{GROUP}/{{x,y,t,p}} differ in shape: {lengths}")
+    version = group.attrs.get("format_version")
+    if version is None or int(version) > FORMAT_VERSION:
+        raise EventsError(
+            f"{path}: attribute /{GROUP}@format_version is {version!r}; "
+            f"this reader knows versions up to {FORMAT_VERSION}"
+        )
+    unit = group.attrs.get("time_unit")
+    if unit not in ("us", b"us"):
+        raise EventsError(f"{path}: attribute /{GROUP}@time_unit is {unit!r}, expected 'us'")
+    if "sensor_size" not in group.attrs:
+        raise EventsError(f"{path}: missing attribute /{GROUP}@sensor_size")
+    return as_sensor_size(tuple(int(s) for s in group.attrs["sensor_size"]))
+
+
+def open_hdf5(path: Path) -> OpenedFile:
+    """An eventsnn HDF5 event file: checks the layout, reads nothing but the header."""
+    with library_errors(path, "not a readable HDF5 file"), h5py.File(path, "r") as f:
+        if GROUP not in f:
+            raise EventsError(f"{path}: no /{GROUP} group (not an eventsnn event file)")
+        sensor_size = _check_layout(path, f[GROUP])
+        version = int(f[GROUP].attrs["format_version"])
+
+    def packets(t_start: int | None, t_stop: int | None) -> Iterator[np.ndarray]:
+        with library_errors(path, "cannot read"), h5py.File(path, "r") as f:
+            group = f[GROUP]
+            lo, hi = index_range(group["t"], t_start, t_stop)
+            for start in range(lo, hi, CHUNK_EVENTS):
+                yield _read_slice(group, start, min(start + CHUNK_EVENTS, hi))
+
+    def read_range(t_start: int | None, t_stop: int | None) -> np.ndarray:
+        with library_errors(path, "cannot read"), h5py.File(path, "r") as f:
+            group = f[GROUP]
+            return _read_slice(group, *index_range(group["t"], t_start, t_stop))
+
+    return OpenedFile(
+        format="hdf5",
+        sensor_size=sensor_size,
+        packets=packets,
+        read_range=read_range,
+        metadata={"format_version": version},
+    )
+
+
+def write_hdf5(path: Path, events: np.ndarray, sensor_size: SensorSize) -> None:
+    """Write validated events in the layout above (to a temporary file renamed into place)."""
+    tmp = path.with_name(path.name + ".write")
+    with library_errors(path, "cannot write HDF5"):
+        with h5py.File(tmp, "w") as f:
+            group = f.create_group(GROUP)
+            group.attrs["format"] = FORMAT_NAME
+            group.attrs["format_version"] = FORMAT_VERSION
+            group.attrs["sensor_size"] = np.asarray(sensor_size, dtype=np.int64)
+            group.attrs["time_unit"] = "us"
+            for name, dtype in COLUMNS.items():
+                group.create_dataset(
+                    name,
+                    data=events[name].astype(dtype),
+                    chunks=(CHUNK,),
+                    maxshape=(None,),
+                    compression="gzip",
+                    compression_opts=4,
+                    shuffle=True,
+                )
+        os.replace(tmp, path)

@@ -1,0 +1,90 @@
+"""NumPy .npy event files: one structured array with fields x, y, t, p, memory-mapped on read.
+
+The sensor size is kept in a JSON sidecar next to the array, `<name>.npy.json`:
+`{"sensor_size": [width, height, polarities], "time_unit": "us"}`. Without a sidecar the size
+comes from the caller or from the largest coordinates (`io.read` records which).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from eventsnn.events.core import EVENT_DTYPE, EventsError, SensorSize, as_sensor_size
+from eventsnn.events.formats.base import CHUNK_EVENTS, OpenedFile, index_range, library_errors
+
+
+def sidecar_path(path: Path) -> Path:
+    """Where the sensor size of `path` is kept."""
+    return path.with_name(path.name + ".json")
+
+
+def _read_sidecar(path: Path) -> SensorSize | None:
+    sidecar = sidecar_path(path)
+    if not sidecar.exists():
+        return None
+    try:
+        content = json.loads(sidecar.read_text())
+        return as_sensor_size(content["sensor_size"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise EventsError(f"{sidecar}: no valid 'sensor_size' entry ({error})") from error
+
+
+def _load(path: Path) -> np.ndarray:
+    with library_errors(path, "not a readable .npy event array"):
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    names = array.dtype.names or ()
+    missing = [name for name in ("x", "y", "t", "p") if name not in names]
+    if missing or array.ndim != 1:
+        raise EventsError(
+            f"{path}: expected a one-dimensional structured array with fields x, y, t, p; "
+            f"got shape {array.shape} and fields {list(names)}"
+        )
+    return array
+
+
+def _copy(path: Path, array: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    events = np.empty(hi - lo, dtype=EVENT_DTYPE)
+    with library_errors(path, "cannot read"):
+        for name in ("x", "y", "t"):
+            events[name] = array[name][lo:hi]
+        events["p"] = array["p"][lo:hi] != 0
+    return events
+
+
+def open_npy(path: Path) -> OpenedFile:
+    """A .npy event array (memory-mapped: nothing is read until asked)."""
+    array = _load(path)
+
+    def packets(t_start: int | None, t_stop: int | None) -> Iterator[np.ndarray]:
+        lo, hi = index_range(array["t"], t_start, t_stop)
+        for start in range(lo, hi, CHUNK_EVENTS):
+            yield _copy(path, array, start, min(start + CHUNK_EVENTS, hi))
+
+    def read_range(t_start: int | None, t_stop: int | None) -> np.ndarray:
+        return _copy(path, array, *index_range(array["t"], t_start, t_stop))
+
+    return OpenedFile(
+        format="npy",
+        sensor_size=_read_sidecar(path),
+        packets=packets,
+        read_range=read_range,
+        metadata={"dtype": str(array.dtype)},
+    )
+
+
+def write_npy(path: Path, events: np.ndarray, sensor_size: SensorSize) -> None:
+    """Write validated events and the sidecar (each to a temporary file renamed into place)."""
+    tmp = path.with_name(path.name + ".write")
+    with library_errors(path, "cannot write .npy"):
+        with open(tmp, "wb") as f:
+            np.save(f, events.astype(EVENT_DTYPE, copy=False))
+        os.replace(tmp, path)
+        sidecar = sidecar_path(path)
+        sidecar_tmp = sidecar.with_name(sidecar.name + ".write")
+        sidecar_tmp.write_text(json.dumps({"sensor_size": list(sensor_size), "time_unit": "us"}))
+        os.replace(sidecar_tmp, sidecar)
