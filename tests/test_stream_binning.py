@@ -123,7 +123,7 @@ def test_drop_counts_the_events_of_dropped_steps_and_skip_jumps_gaps():
     assert binner.ready == 50
     assert binner.drop(1) == 2
     assert binner.pop(1).events.tolist() == [1]
-    assert binner.next_event_step() == 50
+    assert binner.event_steps() == [50]
     binner.skip_to(50)
     binner.flush()
     batch = binner.pop()

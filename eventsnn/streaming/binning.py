@@ -166,9 +166,9 @@ class StepBinner:
         self._advance(stop)
         return dropped
 
-    def next_event_step(self) -> int | None:
-        """The first step at or after ``next_step`` that holds events (None when none pending)."""
-        return min(self._frames) if self._frames else None
+    def event_steps(self) -> list[int]:
+        """The pending steps that hold events, in order."""
+        return sorted(self._frames)
 
     def skip_to(self, step: int) -> None:
         """Jump over empty steps up to ``step`` (used after a reset on a long gap)."""
