@@ -1,7 +1,7 @@
 """An event-camera simulator in the style of ESIM / v2e: intensity frames -> DVS events.
 
 Each pixel keeps a reference log intensity. Between two frames its log intensity is taken to change
-linearly in time; every time it crosses ``reference + threshold_on`` an ON event fires and the
+linearly in time; every time it passes ``reference + threshold_on`` an ON event fires and the
 reference moves up by ``threshold_on`` (OFF: down by ``threshold_off``), so one frame interval can
 give several events per pixel, at linearly interpolated timestamps. A refractory period models the
 pixel's reset being held after an event: crossings inside it move the reference but emit nothing.
@@ -16,6 +16,10 @@ import numba
 import numpy as np
 
 from eventsnn.events.core import EVENT_DTYPE, EventsError
+
+_TOL = 1e-9
+"""A level counts as passed only beyond this margin (log units), so the float drift of the
+reference does not fire spurious events when a pixel returns exactly to an earlier intensity."""
 
 
 def simulate(
@@ -124,7 +128,7 @@ def _threshold_crossings(log_i, times, c_on, c_off, refractory_us, capacity):
                 continue
             up = l1 > l0
             step = c_on if up else -c_off
-            while (l1 - (ref + step) >= 0.0) if up else (l1 - (ref + step) <= 0.0):
+            while (l1 > ref + step + _TOL) if up else (l1 < ref + step - _TOL):
                 ref += step
                 frac = (ref - l0) / (l1 - l0)
                 t = np.int64(np.floor(times[k] + frac * (times[k + 1] - times[k]) + 0.5))

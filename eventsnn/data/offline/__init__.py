@@ -1,1 +1,5 @@
-"""Datasets that install with the package and need no network."""
+"""Offline event datasets, generated on first use with no download: NDigits and Vowels."""
+
+from eventsnn.data.offline.ndigits import NDigits
+
+__all__ = ["NDigits"]
