@@ -58,6 +58,8 @@ def read_checkpoint(
             return read_tree(file[TREE_GROUP], device)
         except CheckpointError as error:
             raise CheckpointError(f"{path}: {error}") from error
+        except OSError as error:  # a damaged object header inside an openable file
+            raise CheckpointError(f"{path}: damaged HDF5 file ({error})") from error
 
 
 @contextlib.contextmanager
