@@ -10,8 +10,19 @@ from eventsnn.events.core import (
     make_events,
     validate,
 )
-from eventsnn.events.io import iter_chunks, read, write
 from eventsnn.events.summary import summarize
+
+_IO_NAMES = ("iter_chunks", "read", "write")
+
+
+def __getattr__(name: str):
+    """File I/O on first use: it imports faery, h5py and expelliarmus, which most users skip."""
+    if name in _IO_NAMES:
+        from eventsnn.events import io
+
+        return getattr(io, name)
+    raise AttributeError(f"module 'eventsnn.events' has no attribute {name!r}")
+
 
 __all__ = [
     "EVENT_DTYPE",

@@ -116,6 +116,8 @@ def _validate_packet(
         raise EventsError(
             f"{path}: in events {first}..{first + len(packet) - 1}: {error}"
         ) from None
+    if len(packet) == 0:
+        return
     t = packet["t"]
     if progress.last_t is not None and t[0] < progress.last_t:
         raise EventsError(

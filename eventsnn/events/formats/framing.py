@@ -8,11 +8,11 @@ Event Stream's variable-size records by walking its framing bytes (compiled with
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numba
 import numpy as np
 
 HEADER_SCAN_BYTES = 1 << 16
@@ -66,7 +66,6 @@ def partial_record_bytes(file_size: int, data_offset: int, record_size: int) -> 
     return max(file_size - data_offset, 0) % record_size
 
 
-@numba.njit(cache=True)
 def _es_whole_records_end(data: np.ndarray, marker_shift: int, marker: int, event_bytes: int):
     """Offset where the last whole Event Stream record ends (the length when nothing is cut)."""
     i = 0
@@ -79,6 +78,14 @@ def _es_whole_records_end(data: np.ndarray, marker_shift: int, marker: int, even
         else:
             i += event_bytes
     return n
+
+
+@functools.cache
+def _compiled_es_scan():
+    """The scan compiled with numba (imported here: only Event Stream files need it)."""
+    import numba
+
+    return numba.njit(cache=True)(_es_whole_records_end)
 
 
 ES_FRAMING = {"dvs": (1, 0x7F, 5), "atis": (2, 0x3F, 5)}
@@ -95,5 +102,5 @@ def es_partial_record_bytes(path: Path, event_type: str) -> int:
         return 0
     data = np.memmap(path, dtype=np.uint8, mode="r", offset=ES_DATA_OFFSET)
     shift, marker, event_bytes = ES_FRAMING[event_type]
-    end = _es_whole_records_end(data, shift, marker, event_bytes)
+    end = _compiled_es_scan()(data, shift, marker, event_bytes)
     return int(data.shape[0] - end)

@@ -4,7 +4,8 @@ faery decodes and encodes these formats exactly, including EVT3's 24-bit and EVT
 timestamp wrap-arounds and epoch-microsecond AEDAT4 timestamps. This module adds what faery
 leaves to its caller: whether the file states a sensor size, the EVT version from the header, a
 cut last record that faery would drop without a word (see `framing`), and refusing to write
-events that an encoder would store wrongly (an EVT3 gap of 2**24 us or more, for example).
+events that an encoder would store wrongly (sparse EVT3 events across a 2**24 us wrap, for
+example).
 """
 
 from __future__ import annotations
@@ -46,8 +47,11 @@ WIDEST_SENSOR = (65535, 65535)
 
 EVT_WORD_BYTES = {"evt2": 4, "evt2.1": 8, "evt3": 2}
 
-MAX_GAP_US = {"evt3": 1 << 24, "dat": 1 << 32}
-"""Longest gap between two events that faery's encoder stores exactly (it unwraps one period)."""
+MAX_GAP_US = {"dat": 1 << 32}
+"""DAT stores 32-bit times; faery unwraps one period, so a longer gap would be lost."""
+
+EVT3_PERIOD_US = 1 << 12
+EVT3_PERIODS_PER_WRAP = 1 << 12
 
 ES_US_PER_OVERFLOW_BYTE = 127
 ES_MAX_OVERFLOW_BYTES = 1 << 26
@@ -196,11 +200,40 @@ def _check_es_size(path: Path, events: np.ndarray) -> None:
         )
 
 
+def _check_evt3_wraps(path: Path, events: np.ndarray) -> None:
+    """Refuse events whose EVT3 file faery would decode with lost time.
+
+    faery's EVT3 decoder unwraps the 24-bit time only on consecutive TIME_HIGH words
+    (period 4095 then period 0, as cameras write them), but its encoder writes TIME_HIGH only
+    where events are. So every 2**24 us wrap after the first event needs an event in the last
+    4096 us period before it and one in the first period after it (true of camera data).
+    Checked against faery 0.7.1 round trips.
+    """
+    if len(events) < 2:
+        return
+    period = (events["t"] - events["t"][0]) // EVT3_PERIOD_US
+    before, after = period[:-1], period[1:]
+    crosses = after // EVT3_PERIODS_PER_WRAP != before // EVT3_PERIODS_PER_WRAP
+    consecutive = (before % EVT3_PERIODS_PER_WRAP == EVT3_PERIODS_PER_WRAP - 1) & (
+        after == before + 1
+    )
+    bad = np.flatnonzero(crosses & ~consecutive)
+    if bad.size:
+        i = int(bad[0]) + 1
+        raise EventsError(
+            f"{path}: evt3 (faery's encoder) loses time across a 2**24 us wrap unless events "
+            f"fall in the 4096 us on both sides of it: event {i} (t={int(events['t'][i])}) "
+            f"follows event {i - 1} (t={int(events['t'][i - 1])}); use evt2, aedat4 or hdf5"
+        )
+
+
 def write(path: Path, events: np.ndarray, sensor_size: SensorSize, name: str) -> None:
     """Write validated events with faery's encoder; EVT and DAT keep t0 in their header."""
     check_vendor_encodable(path, events, name, MAX_GAP_US.get(name))
     if name == "es":
         _check_es_size(path, events)
+    if name == "evt3":
+        _check_evt3_wraps(path, events)
     options: dict = {"file_type": FAERY_FILE_TYPE[name]}
     if name in ("evt2", "evt3"):
         options["version"] = name

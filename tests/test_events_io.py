@@ -1,0 +1,420 @@
+"""Event file I/O: round trips, third-party files, damage, lazy ranges, chunks, wrap-arounds."""
+
+from __future__ import annotations
+
+import struct
+import warnings
+
+import expelliarmus
+import faery
+import numpy as np
+import pytest
+
+from eventsnn.events import EventsError, iter_chunks, make_events, read, write
+from eventsnn.events.formats import base, hdf5, npy
+from eventsnn.events.formats.regroup import by_count, by_duration
+
+SENSOR = (40, 30, 2)
+EPOCH_US = 1_700_000_000_000_000  # 2023-11-14 in unix microseconds, as DV writes AEDAT4
+SUFFIX = {
+    "aedat4": "aedat4",
+    "evt2": "raw",
+    "evt3": "raw",
+    "dat": "dat",
+    "es": "es",
+    "csv": "csv",
+    "hdf5": "h5",
+    "npy": "npy",
+}
+FAERY_FORMATS = ("aedat4", "evt2", "evt3", "dat", "es", "csv")
+
+
+def random_events(n: int = 3000, t0: int = 0, span_us: int = 1_000_000, seed: int = 0):
+    """Sorted events with repeated timestamps, inside SENSOR."""
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.integers(0, span_us, n)) + t0
+    t[1::7] = t[0::7][: len(t[1::7])]  # some exact repeats
+    t.sort()
+    return make_events(
+        rng.integers(0, SENSOR[0], n), rng.integers(0, SENSOR[1], n), t, rng.integers(0, 2, n)
+    )
+
+
+def start_for(name: str) -> int:
+    """ES stores time from zero (one byte per 127 us of silence): keep its events near 0."""
+    return 5_000 if name == "es" else EPOCH_US
+
+
+def to_faery(events: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(events), dtype=faery.EVENTS_DTYPE)
+    for name in ("t", "x", "y"):
+        out[name] = events[name]
+    out["on"] = events["p"]
+    return out
+
+
+def written(tmp_path, name: str, events: np.ndarray, stem: str = "rec"):
+    path = tmp_path / f"{stem}.{SUFFIX[name]}"
+    write(path, events, SENSOR, format=name)
+    return path
+
+
+# --- round trips and third-party files ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(SUFFIX))
+def test_round_trip_is_exact_in_every_writable_format(tmp_path, name):
+    events = random_events(t0=start_for(name))
+    recording = read(written(tmp_path, name, events))
+    assert recording.format == ("hdf5" if name == "hdf5" else name)
+    assert recording.sensor_size == SENSOR
+    assert recording.events.dtype == events.dtype
+    np.testing.assert_array_equal(recording.events, events)
+    assert not recording.truncated
+
+
+@pytest.mark.parametrize("name", ["hdf5", "npy"])
+def test_own_formats_keep_any_sensor_size_and_empty_recordings(tmp_path, name):
+    audio = make_events([0, 63, 5], [0, 0, 0], [-20, 7, 7], [1, 0, 1])  # negative t is fine here
+    path = tmp_path / f"audio.{SUFFIX[name]}"
+    write(path, audio, (64, 1, 1))
+    recording = read(path)
+    assert recording.sensor_size == (64, 1, 1)
+    np.testing.assert_array_equal(recording.events, audio)
+    write(path, audio[:0], (64, 1, 1))
+    assert len(read(path).events) == 0
+
+
+@pytest.mark.parametrize("name", FAERY_FORMATS)
+def test_file_written_by_faery_reads_event_for_event(tmp_path, name):
+    events = random_events(t0=start_for(name), seed=1)
+    path = tmp_path / f"by_faery.{SUFFIX[name]}"
+    options = {"version": name} if name.startswith("evt") else {}
+    if name == "es":
+        options["zero_t0"] = False
+    faery.events_stream_from_array(to_faery(events), SENSOR[:2]).to_file(path, **options)
+    recording = read(path)
+    assert recording.sensor_size == SENSOR
+    for field in ("x", "y", "t"):
+        np.testing.assert_array_equal(recording.events[field], events[field].astype(np.int64))
+    np.testing.assert_array_equal(recording.events["p"], events["p"])
+
+
+def test_gen1_dat_without_geometry_reads_through_expelliarmus(tmp_path):
+    events = random_events(seed=2)
+    gen1 = np.zeros(len(events), dtype=[("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "u1")])
+    for field in ("t", "x", "y"):
+        gen1[field] = events[field]
+    gen1["p"] = events["p"]
+    path = tmp_path / "drive_td.dat"
+    expelliarmus.Wizard(encoding="dat").save(path, gen1)
+    assert b"Width" not in path.read_bytes()  # no geometry in the header
+
+    inferred = read(path)
+    np.testing.assert_array_equal(inferred.events, events)
+    expected_size = (int(events["x"].max()) + 1, int(events["y"].max()) + 1, 2)
+    assert inferred.sensor_size == expected_size
+    assert inferred.metadata["sensor_size_source"] == "inferred from max coordinates"
+    assert inferred.metadata["event_type"].startswith("td")
+
+    given = read(path, sensor_size=(304, 240, 2))
+    assert given.sensor_size == (304, 240, 2)
+    assert given.metadata["sensor_size_source"] == "argument"
+    with pytest.raises(EventsError, match="field 'x' out of the sensor"):
+        read(path, sensor_size=(10, 10, 2))
+
+
+def test_headerless_csv_takes_the_given_sensor_size(tmp_path):
+    path = tmp_path / "plain.csv"
+    path.write_text("10,1,2,1\n20,3,4,0\n")
+    recording = read(path, sensor_size=(8, 6, 2))
+    assert recording.sensor_size == (8, 6, 2)
+    np.testing.assert_array_equal(recording.events, make_events([1, 3], [2, 4], [10, 20], [1, 0]))
+
+
+def test_given_sensor_size_must_agree_with_the_file(tmp_path):
+    path = written(tmp_path, "evt3", random_events())
+    with pytest.raises(EventsError, match="rec.raw.*sensor size"):
+        read(path, sensor_size=(41, 30, 2))
+
+
+def test_explicit_evt_version_must_match_the_header(tmp_path):
+    path = written(tmp_path, "evt2", random_events())
+    assert read(path).format == "evt2"
+    assert read(path, format="evt2").format == "evt2"
+    with pytest.raises(EventsError, match="header says evt2"):
+        read(path, format="evt3")
+
+
+# --- damaged and unknown files -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "cut"), [("evt2", 3), ("evt3", 1), ("dat", 5), ("es", 2)])
+def test_cut_last_record_is_an_error_or_a_flagged_partial_read(tmp_path, name, cut):
+    events = random_events(t0=start_for(name))
+    path = written(tmp_path, name, events)
+    data = path.read_bytes()
+    path.write_bytes(data[:-cut])
+    with pytest.raises(EventsError, match=rf"{path.name}.*truncated"):
+        read(path)
+    with pytest.raises(EventsError, match="truncated"):
+        next(iter_chunks(path, n_events=100))
+    with pytest.warns(UserWarning, match="truncated"):
+        recording = read(path, partial=True)
+    assert recording.truncated
+    n = len(recording.events)
+    assert len(events) - 3 <= n < len(events)  # at most the cut (vectorised EVT3) group lost
+    np.testing.assert_array_equal(recording.events, events[:n])
+
+
+def test_cut_gen1_dat_is_detected(tmp_path):
+    path = tmp_path / "cut_td.dat"
+    gen1 = np.zeros(10, dtype=[("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "u1")])
+    gen1["t"] = np.arange(10) * 100
+    expelliarmus.Wizard(encoding="dat").save(path, gen1)
+    path.write_bytes(path.read_bytes()[:-4])
+    with pytest.raises(EventsError, match="cut_td.dat.*truncated.*4 byte"):
+        read(path)
+
+
+@pytest.mark.parametrize("name", ["aedat4", "csv", "hdf5", "npy"])
+def test_file_cut_in_half_raises_naming_the_file(tmp_path, name):
+    path = written(tmp_path, name, random_events(t0=start_for(name)))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2 + 3])
+    with pytest.raises(EventsError, match=path.name):
+        read(path)
+
+
+def test_partial_read_keeps_the_events_before_a_decoding_error(tmp_path):
+    events = random_events(n=30_000)  # faery decodes CSV in packets of about 64 kB
+    path = written(tmp_path, "csv", events)
+    data = path.read_bytes()
+    cut = data.index(b"\n", 3 * len(data) // 4) + 1
+    path.write_bytes(data[:cut] + b"1,2\n" + data[cut:])
+    with pytest.raises(EventsError, match="rec.csv"):
+        read(path)
+    with pytest.warns(UserWarning, match="rec.csv"):
+        recording = read(path, partial=True)
+    assert recording.truncated and 0 < len(recording.events) < len(events)
+    np.testing.assert_array_equal(recording.events, events[: len(recording.events)])
+
+
+@pytest.mark.parametrize("suffix", sorted(set(SUFFIX.values()) | {"hdf5"}))
+def test_garbage_raises_naming_the_file(tmp_path, suffix):
+    path = tmp_path / f"garbage.{suffix}"
+    path.write_bytes(np.random.default_rng(3).bytes(4096))
+    with pytest.raises(EventsError, match=f"garbage.{suffix}"):
+        read(path)
+
+
+def test_empty_missing_and_unknown_files(tmp_path):
+    empty = tmp_path / "empty.raw"
+    empty.write_bytes(b"")
+    with pytest.raises(EventsError, match="empty.raw: empty file"):
+        read(empty)
+    with pytest.raises(EventsError, match="nothing.es: no such file"):
+        read(tmp_path / "nothing.es")
+    with pytest.raises(EventsError, match="notes.txt: unknown event file suffix"):
+        read(tmp_path / "notes.txt")
+    with pytest.raises(EventsError, match="unknown format 'mp4'"):
+        read(empty, format="mp4")
+
+
+def test_unsupported_dat_event_type(tmp_path):
+    path = tmp_path / "imu.dat"
+    path.write_bytes(b"% Version 2\n" + bytes([0x0E, 8]) + bytes(16))
+    with pytest.raises(EventsError, match="imu.dat: unsupported DAT event type 0x0E"):
+        read(path)
+
+
+def test_write_rejects_bad_events_naming_the_file(tmp_path):
+    events = random_events()
+    with pytest.raises(EventsError, match="out.h5: cannot write: field 't' is not sorted"):
+        write(tmp_path / "out.h5", events[::-1], SENSOR)
+    with pytest.raises(EventsError, match="out.raw: cannot write: field 'x' out of the sensor"):
+        write(tmp_path / "out.raw", events, (5, 30, 2))
+    with pytest.raises(EventsError, match="out.es: Event Stream stores time from 0"):
+        write(tmp_path / "out.es", random_events(t0=EPOCH_US), SENSOR)
+    with pytest.raises(EventsError, match="out.aedat4: aedat4 stores ON/OFF events"):
+        write(tmp_path / "out.aedat4", events, (40, 30, 1))
+    assert not list(tmp_path.iterdir())
+
+
+# --- timestamps: wrap-arounds and epoch --------------------------------------------------
+
+
+def evt3_bytes(events: np.ndarray, width: int, height: int) -> bytes:
+    """EVT3 as a camera writes it (Prophesee spec): 16-bit little-endian words, TIME_HIGH
+    (0x8, t[23:12]) for every 4096 us period from 0, then per event TIME_LOW (0x6, t[11:0]),
+    ADDR_Y (0x0) and ADDR_X (0x2, polarity in bit 11)."""
+    words = []
+    period = 0
+    for x, y, t, p in events.tolist():
+        while period <= t >> 12:
+            words.append(0x8000 | (period & 0xFFF))
+            period += 1
+        words += [0x6000 | (t & 0xFFF), 0x0000 | y, 0x2000 | (int(p) << 11) | x]
+    header = f"% evt 3.0\n% format EVT3;width={width};height={height}\n% end\n".encode()
+    return header + struct.pack(f"<{len(words)}H", *words)
+
+
+def evt2_bytes(events: np.ndarray, width: int, height: int) -> bytes:
+    """EVT2 by the Prophesee spec: TIME_HIGH (0x8, t[33:6]) when it changes, then CD_ON (0x1)
+    or CD_OFF (0x0) with t[5:0] in bits 22-27, x in 11-21, y in 0-10; 32-bit words."""
+    words = []
+    high = None
+    for x, y, t, p in events.tolist():
+        if (t >> 6) & 0xFFFFFFF != high:
+            high = (t >> 6) & 0xFFFFFFF
+            words.append(0x80000000 | high)
+        words.append((int(p) << 28) | ((t & 0x3F) << 22) | (x << 11) | y)
+    header = f"% evt 2.0\n% format EVT2;width={width};height={height}\n% end\n".encode()
+    return header + struct.pack(f"<{len(words)}I", *words)
+
+
+def test_evt3_built_byte_by_byte_unwraps_its_24_bit_time(tmp_path):
+    t = [2**24 - 4000, 2**24 - 1, 2**24, 2**24 + 4097, 2 * 2**24 - 3, 2 * 2**24 + 9000]
+    events = make_events([1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1], t, [1, 0, 1, 0, 1, 0])
+    path = tmp_path / "wrap3.raw"
+    path.write_bytes(evt3_bytes(events, 8, 8))
+    recording = read(path)
+    assert recording.format == "evt3" and recording.sensor_size == (8, 8, 2)
+    np.testing.assert_array_equal(recording.events, events)
+
+
+def test_evt2_built_byte_by_byte_unwraps_its_34_bit_time(tmp_path):
+    t = [2**34 - 100, 2**34 - 1, 2**34 + 64, 2 * 2**34 - 5, 2 * 2**34 + 70]
+    events = make_events([1, 2, 3, 4, 5], [0, 1, 2, 3, 4], t, [0, 1, 1, 0, 1])
+    path = tmp_path / "wrap2.raw"
+    path.write_bytes(evt2_bytes(events, 8, 8))
+    recording = read(path)
+    assert recording.format == "evt2"
+    np.testing.assert_array_equal(recording.events, events)
+
+
+@pytest.mark.parametrize(
+    ("name", "t"),
+    [
+        # EVT3 from an epoch start across three 24-bit wraps, with events on both sides of each
+        # wrap as a camera writes them (faery's encoder needs that, see the next test)
+        (
+            "evt3",
+            EPOCH_US
+            + np.array([0, 2**24 - 1, 2**24, 2**25 - 9, 2**25, 3 * 2**24 - 2, 3 * 2**24 + 5]),
+        ),
+        # EVT2: the encoder writes the time words itself, so even long gaps survive
+        ("evt2", EPOCH_US + np.array([0, 2**34 - 1, 2**34 + 1, 3 * 2**34 + 7, 2**37])),
+        ("dat", EPOCH_US + np.array([0, 2**32 - 1, 2**32 + 1, 2**33 - 3, 2**33 + 5])),
+        ("aedat4", EPOCH_US + np.array([0, 2**24, 2**34, 2**40])),
+    ],
+)
+def test_wrap_arounds_and_epoch_times_survive_a_round_trip(tmp_path, name, t):
+    events = make_events(np.arange(len(t)) % 40, np.arange(len(t)) % 30, t, np.arange(len(t)) % 2)
+    recording = read(written(tmp_path, name, events))
+    assert recording.events["t"].dtype == np.int64
+    np.testing.assert_array_equal(recording.events, events)
+
+
+@pytest.mark.parametrize(
+    "t",
+    [
+        [0, 10, 10 + 2**24],  # a whole period of silence
+        [0, 2**24 - 5000, 2**24 + 5],  # the period before the wrap is empty
+        [0, 2**24 - 5, 2**24 + 4096],  # the period after the wrap is empty
+    ],
+)
+def test_evt3_refuses_sparse_wraps_that_faery_would_lose(tmp_path, t):
+    events = make_events([0, 1, 2], [0, 0, 0], t, [1, 1, 1])
+    with pytest.raises(EventsError, match=r"rec.raw: evt3 .* wrap .*event 2"):
+        written(tmp_path, "evt3", events)
+    # faery itself writes such a file but reads the last event back at the wrong time
+    path = tmp_path / "by_faery.raw"
+    faery.events_stream_from_array(to_faery(events), SENSOR[:2]).to_file(path, version="evt3")
+    assert read(path).events["t"][-1] != t[-1]
+
+
+# --- lazy HDF5 ranges and chunks ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["hdf5", "npy"])
+def test_time_range_read_equals_slicing_and_probes_logarithmically(tmp_path, name, monkeypatch):
+    events = random_events(n=200_000, span_us=50_000_000, seed=4)
+    path = written(tmp_path, name, events)
+    probes = []
+    original = base._LazyColumn.__getitem__
+    monkeypatch.setattr(
+        base._LazyColumn, "__getitem__", lambda self, i: probes.append(i) or original(self, i)
+    )
+    t = events["t"]
+    for t_start, t_stop in [
+        (None, None),
+        (int(t[1000]), int(t[1000])),  # empty range at an existing timestamp
+        (int(t[1000]), int(t[150_000])),  # both ends on existing (repeated) timestamps
+        (int(t[0]) - 5, int(t[0]) + 3),
+        (12_345_678, None),
+        (None, 40_000_001),
+        (int(t[-1]) + 1, int(t[-1]) + 10),
+    ]:
+        probes.clear()
+        lo = -np.inf if t_start is None else t_start
+        hi = np.inf if t_stop is None else t_stop
+        expected = events[(t >= lo) & (t < hi)]
+        recording = read(path, t_start=t_start, t_stop=t_stop)
+        np.testing.assert_array_equal(recording.events, expected)
+        assert len(probes) <= 2 * (int(np.log2(len(events))) + 1)
+
+
+def test_time_range_on_a_streamed_format_equals_slicing(tmp_path):
+    events = random_events(seed=5)
+    path = written(tmp_path, "evt3", events)
+    t_start, t_stop = int(events["t"][500]), int(events["t"][2500])
+    expected = events[(events["t"] >= t_start) & (events["t"] < t_stop)]
+    np.testing.assert_array_equal(read(path, t_start=t_start, t_stop=t_stop).events, expected)
+    with pytest.raises(EventsError, match="t_stop=1 is before t_start=2"):
+        read(path, t_start=2, t_stop=1)
+
+
+@pytest.mark.parametrize("name", list(SUFFIX))
+def test_chunks_concatenate_to_the_whole_file_with_exact_windows(tmp_path, name, monkeypatch):
+    for module in (hdf5, npy):  # several packets for hdf5/npy too
+        monkeypatch.setattr(module, "CHUNK_EVENTS", 1000)
+    events = random_events(t0=start_for(name), seed=6)
+    path = written(tmp_path, name, events)
+    whole = read(path).events
+    t0 = int(whole["t"][0])
+    duration = 70_001
+    windows = list(iter_chunks(path, duration_us=duration))
+    assert len(windows) == (int(whole["t"][-1]) - t0) // duration + 1
+    for k, window in enumerate(windows):
+        assert np.all(window["t"] >= t0 + k * duration)
+        assert np.all(window["t"] < t0 + (k + 1) * duration)
+    np.testing.assert_array_equal(np.concatenate(windows), whole)
+    counted = list(iter_chunks(path, n_events=701))
+    assert [len(c) for c in counted] == [701] * (len(whole) // 701) + [len(whole) % 701]
+    np.testing.assert_array_equal(np.concatenate(counted), whole)
+
+
+def test_regroup_by_duration_by_hand():
+    packets = [make_events([0, 0, 0], [0] * 3, [0, 1, 2], [1] * 3), make_events([0], [0], [5], [0])]
+    packets.append(make_events([0, 0], [0, 0], [12, 13], [1, 1]))
+    windows = [w["t"].tolist() for w in by_duration(iter(packets), 3)]
+    assert windows == [[0, 1, 2], [5], [], [], [12, 13]]
+    windows = [w["t"].tolist() for w in by_duration(iter(packets), 5)]
+    assert windows == [[0, 1, 2], [5], [12, 13]]
+    assert [w["t"].tolist() for w in by_count(iter(packets), 4)] == [[0, 1, 2, 5], [12, 13]]
+    assert list(by_count(iter([]), 4)) == [] and list(by_duration(iter([]), 4)) == []
+
+
+def test_iter_chunks_needs_exactly_one_window_size(tmp_path):
+    path = written(tmp_path, "npy", random_events())
+    for kwargs in ({}, {"duration_us": 5, "n_events": 5}, {"n_events": 0}, {"duration_us": 1.5}):
+        with pytest.raises(EventsError):
+            next(iter_chunks(path, **kwargs))
+
+
+def test_no_warning_for_whole_files(tmp_path):
+    path = written(tmp_path, "es", random_events(t0=5_000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not read(path).truncated
