@@ -60,6 +60,14 @@ def checked_extent(events: np.ndarray, sensor_size: Sequence[int] | None) -> tup
     return max(int(width), 1), max(int(height), 1)
 
 
+def checked_events(events: np.ndarray) -> np.ndarray:
+    """Events as EVENT_DTYPE, checked for dtype and time order (no sensor bounds)."""
+    events = event_array(events)
+    if len(events):
+        checked_extent(events, None)
+    return events
+
+
 def from_tonic_layout(events: np.ndarray) -> np.ndarray:
     """Convert any of tonic's event dtypes (x, t, p and optional y, any integer types) to ours.
 

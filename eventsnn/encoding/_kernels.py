@@ -17,6 +17,8 @@ ALL_VALID = -1
 """Returned by checking kernels when every event is sorted and inside the sensor."""
 MIXED_POLARITY = -2
 """Returned by the frame kernel when a single-polarity sensor receives both polarities."""
+NEVER = np.iinfo(np.int64).min
+"""Last-event time of a pixel that has not fired."""
 
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -163,11 +165,16 @@ def accumulate_voxels(events, n_bins, width, height, out):
 
 
 @_jit
+def _fired_within(last, x, y, t, window):
+    previous = last[x, y]
+    return previous != NEVER and t - previous < window
+
+
+@_jit
 def denoise_mask(events, filter_time, width, height):
     """Keep an event when one of its 4 neighbours fired less than filter_time before it."""
-    never = np.iinfo(np.int64).min
-    last = np.full((width, height), never, np.int64)
-    keep = np.zeros(len(events), np.bool_)
+    last = np.full((width, height), NEVER, np.int64)
+    keep = np.empty(len(events), np.bool_)
     for i in range(len(events)):
         e = events[i]
         x = np.int64(e.x)
@@ -175,10 +182,10 @@ def denoise_mask(events, filter_time, width, height):
         t = e.t
         last[x, y] = t
         keep[i] = (
-            (x > 0 and last[x - 1, y] != never and t - last[x - 1, y] < filter_time)
-            or (x < width - 1 and last[x + 1, y] != never and t - last[x + 1, y] < filter_time)
-            or (y > 0 and last[x, y - 1] != never and t - last[x, y - 1] < filter_time)
-            or (y < height - 1 and last[x, y + 1] != never and t - last[x, y + 1] < filter_time)
+            (x > 0 and _fired_within(last, x - 1, y, t, filter_time))
+            or (x < width - 1 and _fired_within(last, x + 1, y, t, filter_time))
+            or (y > 0 and _fired_within(last, x, y - 1, t, filter_time))
+            or (y < height - 1 and _fired_within(last, x, y + 1, t, filter_time))
         )
     return keep
 
@@ -186,24 +193,47 @@ def denoise_mask(events, filter_time, width, height):
 @_jit
 def refractory_mask(events, delta, width, height):
     """Keep an event when its pixel's previous event (kept or not) is more than delta before it."""
-    never = np.iinfo(np.int64).min
-    last = np.full((width, height), never, np.int64)
+    last = np.full((width, height), NEVER, np.int64)
     keep = np.empty(len(events), np.bool_)
     for i in range(len(events)):
         e = events[i]
         previous = last[e.x, e.y]
-        keep[i] = previous == never or e.t - previous > delta
+        keep[i] = previous == NEVER or e.t - previous > delta
         last[e.x, e.y] = e.t
     return keep
 
 
 @_jit
-def compact_rows(rows, keep):
-    """Copy the byte rows (one per event) where keep is True into a new array."""
-    out = np.empty((keep.sum(), rows.shape[1]), np.uint8)
+def last_times(events, ends, out):
+    """out[k, p, y, x] = time of the last event at (p, y, x) among events[:ends[k]] (-inf: none)."""
+    n_pol, height, width = out.shape[1], out.shape[2], out.shape[3]
+    size = n_pol * height * width
+    flat = out.reshape(len(ends), size)
+    memory = np.full(size, -np.inf)
+    i = 0
+    for k in range(len(ends)):
+        while i < min(ends[k], len(events)):
+            e = events[i]
+            channel = min(np.int64(e.p), n_pol - 1)
+            memory[(channel * height + e.y) * width + e.x] = e.t
+            i += 1
+        for j in range(size):
+            flat[k, j] = memory[j]
+    return out
+
+
+@_jit
+def compact_bytes(data, itemsize, keep):
+    """The itemsize-byte records of flat `data` where keep is True, as a new flat byte array."""
+    n_kept = 0
+    for i in range(len(keep)):
+        n_kept += keep[i]
+    out = np.empty(n_kept * itemsize, np.uint8)
     j = 0
     for i in range(len(keep)):
         if keep[i]:
-            out[j] = rows[i]
-            j += 1
+            start = i * itemsize
+            for b in range(itemsize):
+                out[j + b] = data[start + b]
+            j += itemsize
     return out

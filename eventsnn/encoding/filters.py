@@ -17,8 +17,8 @@ from eventsnn.encoding._boundary import checked_extent, event_array
 def select(events: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """events[keep] for any contiguous structured array, by a byte-row copy (faster than numpy)."""
     events = np.ascontiguousarray(events)
-    rows = events.view(np.uint8).reshape(len(events), events.dtype.itemsize)
-    return _kernels.compact_rows(rows, keep).view(events.dtype).reshape(-1)
+    kept = _kernels.compact_bytes(events.view(np.uint8), events.dtype.itemsize, keep)
+    return kept.view(events.dtype)
 
 
 def denoise_mask(

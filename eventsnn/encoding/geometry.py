@@ -1,0 +1,106 @@
+"""Deterministic event-to-event transforms: crops, flips, polarity and time changes, scaling.
+
+Each takes events and fixed parameters (the tonic-compatible callables draw any random ones) and
+returns a new array; the input is never modified. Arithmetic follows tonic's (float products
+truncated back to the integer fields) so results are identical.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from eventsnn.encoding._boundary import checked_events
+
+
+def _checked_copy(events: np.ndarray) -> np.ndarray:
+    return checked_events(events).copy()
+
+
+def crop(events: np.ndarray, origin: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """Events inside the box [origin, origin + size), moved so the box starts at (0, 0).
+
+    A negative origin pads: the events move right/down by -origin (tonic's CenterCrop when the
+    crop is larger than the sensor).
+    """
+    events = checked_events(events)
+    (x0, y0), (w, h) = origin, size
+    x, y = events["x"], events["y"]
+    inside = (x >= max(x0, 0)) & (x < max(x0, 0) + w) & (y >= max(y0, 0)) & (y < max(y0, 0) + h)
+    out = events[inside]
+    out["x"] -= np.int16(x0)
+    out["y"] -= np.int16(y0)
+    return out
+
+
+def center_crop_origin(sensor_size: tuple[int, ...], size: tuple[int, int]) -> tuple[int, int]:
+    """Top-left corner of a centred crop of `size` (negative when the crop is larger)."""
+    return (sensor_size[0] - size[0]) // 2, (sensor_size[1] - size[1]) // 2
+
+
+def crop_time(events: np.ndarray, t_min: float = 0, t_max: float | None = None) -> np.ndarray:
+    """Events with t_min <= t <= t_max (t_max None: up to the last event)."""
+    events = checked_events(events)
+    if len(events) == 0:
+        return events.copy()
+    t = events["t"]
+    upper = t[-1] if t_max is None else t_max
+    return events[(t >= t_min) & (t <= upper)]
+
+
+def flip_lr(events: np.ndarray, width: int) -> np.ndarray:
+    """Mirror x: x' = width - 1 - x."""
+    events = _checked_copy(events)
+    events["x"] = width - 1 - events["x"]
+    return events
+
+
+def flip_ud(events: np.ndarray, height: int) -> np.ndarray:
+    """Mirror y: y' = height - 1 - y."""
+    events = _checked_copy(events)
+    events["y"] = height - 1 - events["y"]
+    return events
+
+
+def flip_polarity(events: np.ndarray) -> np.ndarray:
+    """Swap ON and OFF for every event."""
+    events = _checked_copy(events)
+    events["p"] = ~events["p"]
+    return events
+
+
+def merge_polarities(events: np.ndarray) -> np.ndarray:
+    """Every event OFF (polarity 0), for one-polarity sensors."""
+    events = _checked_copy(events)
+    events["p"] = False
+    return events
+
+
+def time_reversal(events: np.ndarray, flip_polarities: bool = True) -> np.ndarray:
+    """Play the recording backwards: t' = max(t) - t, order reversed, polarities swapped."""
+    events = _checked_copy(events)
+    if len(events) == 0:
+        return events
+    events["t"] = events["t"].max() - events["t"]
+    if flip_polarities:
+        events["p"] = ~events["p"]
+    return events[::-1].copy()
+
+
+def downsample(
+    events: np.ndarray,
+    time_factor: float = 1,
+    spatial_factor: float | tuple[float, float] = 1,
+) -> np.ndarray:
+    """Scale t by time_factor and x, y by spatial_factor, truncating to integers as tonic does.
+
+    With spatial factors from a (target / sensor) size this is tonic's Downsample, e.g. SHD's
+    700 audio channels to 70 with spatial_factor=0.1 (channel c -> c // 10).
+    """
+    events = _checked_copy(events)
+    if np.ndim(spatial_factor) == 0:
+        spatial_factor = (spatial_factor, spatial_factor)
+    fx, fy = spatial_factor
+    events["t"] = events["t"] * time_factor + 0
+    events["x"] = events["x"] * fx
+    events["y"] = events["y"] * fy
+    return events
