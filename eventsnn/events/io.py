@@ -56,7 +56,7 @@ def _report_damage(path: Path, damage: str, partial: bool, progress: _Progress) 
         raise EventsError(f"{path}: {damage} (pass partial=True to get the events before it)")
     progress.truncated = True
     warnings.warn(
-        f"{path}: {damage}; returning the {progress.n_events} whole events before it",
+        f"{path}: {damage}; keeping the {progress.n_events} events decoded before it",
         stacklevel=4,
     )
 
@@ -113,9 +113,8 @@ def _validate_packet(
     try:
         validate(packet, sensor_size)
     except EventsError as error:
-        raise EventsError(
-            f"{path}: in events {first}..{first + len(packet) - 1}: {error}"
-        ) from None
+        where = f" (event indices counted from event {first} of the file)" if first else ""
+        raise EventsError(f"{path}: {error}{where}") from None
     if len(packet) == 0:
         return
     t = packet["t"]
@@ -171,7 +170,8 @@ def read(
 
     `sensor_size` is used when the file stores none (Gen1 DAT, plain CSV, .npy without
     sidecar); otherwise it is inferred from the largest coordinates. `metadata` says which.
-    HDF5 and .npy files read only the requested range from disk.
+    HDF5 and .npy files read only the requested range from disk, into one array; the other
+    formats decode packet by packet and hold the packets and their join while joining.
     """
     path = Path(path)
     _check_range(t_start, t_stop)

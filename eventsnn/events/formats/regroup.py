@@ -48,19 +48,21 @@ def by_duration(packets: Iterable[np.ndarray], duration_us: int) -> Iterator[np.
     for packet in packets:
         if len(packet) == 0:
             continue
+        t = np.ascontiguousarray(packet["t"])  # searchsorted copies a strided field each call
         if window_end is None:
-            window_end = int(packet["t"][0]) + duration_us
-        while len(packet):
-            split = int(np.searchsorted(packet["t"], window_end, side="left"))
-            if split == len(packet):
-                pending.append(packet)
+            window_end = int(t[0]) + duration_us
+        start = 0
+        while True:
+            split = start + int(np.searchsorted(t[start:], window_end, side="left"))
+            if split == len(t):
+                pending.append(packet[start:])
                 break
-            pending.append(packet[:split])
+            pending.append(packet[start:split])
             yield _join(pending)
             pending = []
-            packet = packet[split:]
+            start = split
             window_end += duration_us
-            while packet["t"][0] >= window_end:
+            while t[start] >= window_end:
                 yield empty_events()
                 window_end += duration_us
     if pending:
