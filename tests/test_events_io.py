@@ -236,6 +236,10 @@ def test_write_rejects_bad_events_naming_the_file(tmp_path):
         write(tmp_path / "out.raw", events, (5, 30, 2))
     with pytest.raises(EventsError, match="out.es: Event Stream stores time from 0"):
         write(tmp_path / "out.es", random_events(t0=EPOCH_US), SENSOR)
+    with pytest.raises(EventsError, match="out.raw: evt3 addresses pixels with 11 bits"):
+        write(tmp_path / "out.raw", make_events([3000], [5], [10], [1]), (4000, 10, 2))
+    with pytest.raises(EventsError, match="out.raw: cannot write evt2: the width must be"):
+        write(tmp_path / "out.raw", make_events([3000], [5], [10], [1]), (4000, 10, 2), "evt2")
     with pytest.raises(EventsError, match="out.aedat4: aedat4 stores ON/OFF events"):
         write(tmp_path / "out.aedat4", events, (40, 30, 1))
     assert not list(tmp_path.iterdir())

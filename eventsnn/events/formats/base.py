@@ -46,7 +46,7 @@ def library_errors(path: Path, what: str) -> Iterator[None]:
     except (EventsError, KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
     except BaseException as error:  # faery's Rust panics derive from BaseException
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        detail = " ".join(str(error).split()) or type(error).__name__
         raise EventsError(f"{path}: {what}: {detail}") from error
 
 

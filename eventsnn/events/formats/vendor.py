@@ -50,6 +50,9 @@ EVT_WORD_BYTES = {"evt2": 4, "evt2.1": 8, "evt3": 2}
 MAX_GAP_US = {"dat": 1 << 32}
 """DAT stores 32-bit times; faery unwraps one period, so a longer gap would be lost."""
 
+EVT3_MAX_SIDE = 1 << 11
+"""EVT3 addresses are 11 bits; faery's encoder accepts up to 4095 and wraps x, y past 2047."""
+
 EVT3_PERIOD_US = 1 << 12
 EVT3_PERIODS_PER_WRAP = 1 << 12
 
@@ -233,6 +236,11 @@ def write(path: Path, events: np.ndarray, sensor_size: SensorSize, name: str) ->
     if name == "es":
         _check_es_size(path, events)
     if name == "evt3":
+        if max(sensor_size[:2]) > EVT3_MAX_SIDE:
+            raise EventsError(
+                f"{path}: evt3 addresses pixels with 11 bits; sensor size {sensor_size} is wider "
+                f"or taller than {EVT3_MAX_SIDE}"
+            )
         _check_evt3_wraps(path, events)
     options: dict = {"file_type": FAERY_FILE_TYPE[name]}
     if name in ("evt2", "evt3"):
