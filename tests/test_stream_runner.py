@@ -9,8 +9,8 @@ import torch
 from eventsnn.encoding import to_frame
 from eventsnn.events import make_events
 from eventsnn.nn import build, reset_states
-from eventsnn.streaming.runner import StreamRunner, softmax_readout
-from eventsnn.streaming.sources import IteratorSource
+from eventsnn.streaming.runner import StreamRunner, softmax
+from eventsnn.streaming.sources import IteratorSource, StreamError
 
 SENSOR = (34, 34, 2)
 STEP_US = 1000
@@ -94,7 +94,7 @@ def test_windows_sum_steps_and_finish_emits_the_partial_last_window(network):
     for i, result in enumerate(results):
         window = expected[30 * i : 30 * (i + 1)]
         np.testing.assert_array_equal(result.spike_counts, window.sum(axis=0))
-        np.testing.assert_array_equal(result.probabilities, softmax_readout(window.sum(axis=0)))
+        np.testing.assert_array_equal(result.probabilities, softmax(window.sum(axis=0)))
         assert result.label == int(np.argmax(window.sum(axis=0)))
         assert result.t_start_us == events["t"][0] + 30 * i * STEP_US
     assert sum(r.events for r in results) == len(events) == stats.events
@@ -157,3 +157,60 @@ def test_latency_is_measured_from_arrival(network):
     results = runner.feed(events, arrival_ns=0)  # arrived at the epoch: latency is huge
     assert all(r.latency_ms > 1e9 for r in results)
     assert runner.stats.latency_percentiles()["max"] == max(r.latency_ms for r in results)
+
+
+@pytest.fixture(scope="module")
+def classifiers():
+    from eventsnn.models import SpikingClassifier
+
+    made = {}
+    for readout in ("count", "max_membrane"):
+        torch.manual_seed(1)
+        model = SpikingClassifier(SPEC, [2, 34, 34], readout=readout)
+        del model.hparams["optimizer"]  # a default callable, which a checkpoint cannot hold
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.mul_(3.0)
+        made[readout] = model.eval()
+    return made
+
+
+@pytest.mark.parametrize("readout", ["count", "max_membrane"])
+def test_classifier_window_equals_its_prediction_on_the_whole_recording(classifiers, readout):
+    model = classifiers[readout]
+    events = recording()
+    frames = to_frame(events, SENSOR, time_window=STEP_US, dtype=np.float32)
+    with torch.no_grad():
+        expected = model.predict_step(torch.from_numpy(frames)[:, None], 0)[0].double().numpy()
+        reset_states(model)
+        spikes = model.net(torch.from_numpy(frames)[:, None]).sum(dim=(0, 1)).double().numpy()
+    runner = StreamRunner(model, SENSOR, step_us=STEP_US, window_steps=len(frames))
+    results = []
+    for chunk in chunkings(events)["1 packet"]:
+        results += runner.feed(chunk)
+    assert len(results) == 1
+    np.testing.assert_array_equal(results[0].spike_counts, spikes)
+    np.testing.assert_allclose(results[0].probabilities, expected, rtol=1e-5, atol=1e-7)
+    assert results[0].label == int(np.argmax(expected))
+
+
+def test_sensor_size_mismatch_is_a_clear_error(classifiers):
+    with pytest.raises(StreamError, match=r"sensor-size mismatch.*use sensor size 34x34x2"):
+        StreamRunner(classifiers["count"], (32, 32, 2))
+
+
+def test_states_saved_mid_stream_resume_exactly(classifiers, tmp_path):
+    model = classifiers["count"]
+    events = recording()
+    expected = offline(model.net, events)
+    cut = int(events["t"][0]) + 40 * STEP_US
+    runner = StreamRunner(model, SENSOR, step_us=STEP_US)
+    first = runner.feed(events[events["t"] < cut]) + runner.finish()
+    runner.save_states(tmp_path / "mid.h5")
+    resumed = StreamRunner(
+        tmp_path / "mid.h5", SENSOR, step_us=STEP_US, origin_us=cut, keep_states=True
+    )
+    rest = resumed.feed(events[events["t"] >= cut])
+    got = np.stack([r.spike_counts for r in first + rest])
+    np.testing.assert_array_equal(got, expected[: len(got)])
+    assert len(first) == 40 and len(got) == len(expected)

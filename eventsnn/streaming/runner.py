@@ -27,19 +27,69 @@ from torch import nn
 
 from eventsnn.nn import reset_states
 from eventsnn.streaming.binning import StepBatch, StepBinner
-from eventsnn.streaming.sources import Packet
+from eventsnn.streaming.sources import Packet, StreamError
 
 LATENCY_WINDOW = 1 << 17
 """Latency percentiles are over this many most recent results (bounded memory)."""
 
 Readout = Callable[[np.ndarray], np.ndarray]
-"""Output of the network summed over a window (K,) -> class probabilities (K,)."""
+"""The output activity of a window (T, K) -> class scores (logits) (K,)."""
 
 
-def softmax_readout(counts: np.ndarray) -> np.ndarray:
-    """Class probabilities as the softmax of the output spike counts (the spike-count readout)."""
-    shifted = np.exp(counts - counts.max())
+def spike_count_readout(activity: np.ndarray) -> np.ndarray:
+    """Class scores as the output spike counts over the window (rate coding)."""
+    return activity.sum(axis=0)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities from class scores."""
+    shifted = np.exp(logits - logits.max())
     return shifted / shifted.sum()
+
+
+class ModelAdapter:
+    """One call of a network on a batch of steps: output spikes and readout activity.
+
+    A ``SpikingClassifier`` (anything with a ``net`` whose output is the spikes, a ``forward``
+    that returns the readout activity, and a ``readout_fn``) is called as a whole, with the spikes
+    taken from its network's output; its readout (spike count, max or mean membrane) turns a
+    window's activity into class scores. Any other module is taken as a network whose output is
+    the spikes, read out by spike count.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.classifier = isinstance(getattr(model, "net", None), nn.Module) and callable(
+            getattr(model, "readout_fn", None)
+        )
+        self._spikes: torch.Tensor | None = None
+        if self.classifier:
+            model.net.register_forward_hook(self._keep_spikes)
+        shape = getattr(model, "input_shape", None)
+        self.input_shape = None if shape is None else tuple(int(s) for s in shape)
+
+    def _keep_spikes(self, _: nn.Module, __: Any, spikes: torch.Tensor) -> None:
+        self._spikes = spikes
+
+    def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Spikes and activity (T, K) of a (T, 1, ...) input, continuing from the state."""
+        with torch.no_grad():
+            activity = self.model(x)
+            spikes = self._spikes if self.classifier else activity
+        self._spikes = None
+        n = len(x)
+        return (
+            spikes.reshape(n, -1).to("cpu", torch.float64).numpy(),
+            activity.reshape(n, -1).to("cpu", torch.float64).numpy(),
+        )
+
+    def readout(self, activity: np.ndarray) -> np.ndarray:
+        """Class scores (K,) of a window's activity (T, K)."""
+        if not self.classifier:
+            return spike_count_readout(activity)
+        with torch.no_grad():
+            scores = self.model.readout_fn(torch.from_numpy(activity)[:, None])
+        return scores[0].numpy()
 
 
 @dataclass
@@ -52,7 +102,7 @@ class StreamResult:
     t_stop_us: int
     events: int
     spike_counts: np.ndarray
-    """The network's output summed over the window's steps, (K,)."""
+    """The output layer's spikes summed over the window's steps, (K,)."""
     probabilities: np.ndarray
     label: int
     latency_ms: float
@@ -110,9 +160,10 @@ class StreamRunner:
     """Runs a spiking network on a stream of events; see the module docstring.
 
     ``model`` is a network taking time-first input (T, B, P, H, W) and returning (T, B, ...)
-    outputs (spikes of the output layer), or the path of an HDF5 checkpoint that
-    ``eventsnn.checkpoint.load_model`` rebuilds. ``origin_us`` fixes the time of step 0 (default:
-    the first event's time, as tonic's ToFrame).
+    outputs (spikes of the output layer), a ``SpikingClassifier``, or the path of an HDF5
+    checkpoint that ``eventsnn.checkpoint.load_model`` rebuilds. ``origin_us`` fixes the time of
+    step 0 (default: the first event's time, as tonic's ToFrame). The neuron state starts at rest
+    unless ``keep_states`` (e.g. states resumed from a checkpoint written by ``save_states``).
     """
 
     def __init__(
@@ -125,8 +176,9 @@ class StreamRunner:
         max_queue_steps: int | None = None,
         max_steps_per_call: int = 1024,
         reset_gap_us: int | None = None,
-        readout: Readout = softmax_readout,
+        readout: Readout | None = None,
         device: torch.device | str | None = None,
+        keep_states: bool = False,
     ) -> None:
         if window_steps < 1 or max_steps_per_call < 1:
             raise ValueError("window_steps and max_steps_per_call must be at least 1")
@@ -137,17 +189,29 @@ class StreamRunner:
 
             model = load_model(model, map_location=device)
         self.model = model.eval()
+        if not keep_states:
+            reset_states(self.model)
+        self.adapter = ModelAdapter(self.model)
         self.device = torch.device(device) if device is not None else _device_of(model)
         self.binner = StepBinner(sensor_size, step_us, origin_us=origin_us)
+        expected = self.adapter.input_shape
+        if expected is not None and expected != self.binner.frame_shape:
+            width, height, polarities = expected[2], expected[1], expected[0]
+            raise StreamError(
+                f"sensor-size mismatch: the stream's sensor {tuple(sensor_size)} gives input "
+                f"{self.binner.frame_shape} (P, H, W) but the model takes {expected}; "
+                f"use sensor size {width}x{height}x{polarities}"
+            )
         self.window_steps = window_steps
         self.max_queue_steps = max_queue_steps
         self.max_steps_per_call = max_steps_per_call
         self.reset_gap_steps = None if reset_gap_us is None else -(-reset_gap_us // step_us)
-        self.readout = readout
+        self.readout = readout or self.adapter.readout
         self.stats = RunnerStats()
         self._reset_requested = False
         self._window_origin = 0  # windows are counted from here (step 0, or the last reset)
-        self._window_sum: np.ndarray | None = None
+        self._window_spikes: list[np.ndarray] = []
+        self._window_activity: list[np.ndarray] = []
         self._window_events = 0
         self._window_reset = False
         self._pending_dropped = 0
@@ -160,13 +224,30 @@ class StreamRunner:
         reset_states(self.model)
         self.stats.resets += 1
         self._window_origin = self.binner.next_step
-        self._window_sum = None
+        self._window_spikes.clear()
+        self._window_activity.clear()
         self._window_events = 0
         self._window_reset = True
 
     def request_reset(self) -> None:
         """Ask for a reset before the next step (safe from a signal handler or another thread)."""
         self._reset_requested = True
+
+    def save_states(self, path: str | os.PathLike) -> None:
+        """Write the model with its current neuron states to an HDF5 checkpoint, to resume later.
+
+        Resume with ``StreamRunner(path, ..., keep_states=True, origin_us=runner.next_step_us)``.
+        """
+        from eventsnn.checkpoint import save
+
+        save(self.model, path, states=True)
+
+    @property
+    def next_step_us(self) -> int | None:
+        """Start time of the first step not run yet (None before the first event)."""
+        if self.binner.origin_us is None:
+            return None
+        return self.binner.step_start_us(self.binner.next_step)
 
     # -- feeding -------------------------------------------------------------------------------
 
@@ -180,7 +261,7 @@ class StreamRunner:
         """End of stream: run the last, incomplete step and emit the last (partial) window."""
         self.binner.flush()
         results = self._process()
-        if self._window_sum is not None:
+        if self._window_spikes:
             last = self.binner.next_step - 1
             results.append(self._result(self._window_first_step(last), last, time.time_ns()))
         return results
@@ -231,8 +312,8 @@ class StreamRunner:
                     continue
                 limit = min(limit, before + 1 - self.binner.next_step)
             batch = self.binner.pop(limit)
-            outputs = self._run_model(batch.frames)
-            results += self._collect(batch, outputs, time.time_ns())
+            spikes, activity = self._run_model(batch.frames)
+            results += self._collect(batch, spikes, activity, time.time_ns())
         return results
 
     def _drop_excess(self) -> None:
@@ -256,34 +337,34 @@ class StreamRunner:
                 return before, after
         return None
 
-    def _run_model(self, frames: np.ndarray) -> np.ndarray:
+    def _run_model(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = torch.from_numpy(frames).unsqueeze(1).to(self.device)
-        with torch.no_grad():
-            out = self.model(x)
+        spikes, activity = self.adapter(x)
         self.stats.model_calls += 1
         self.stats.steps += len(frames)
-        return out.reshape(len(frames), -1).to("cpu", torch.float64).numpy()
+        return spikes, activity
 
     def _window_first_step(self, step: int) -> int:
         offset = (step - self._window_origin) // self.window_steps * self.window_steps
         return self._window_origin + offset
 
-    def _collect(self, batch: StepBatch, outputs: np.ndarray, now_ns: int) -> list[StreamResult]:
+    def _collect(
+        self, batch: StepBatch, spikes: np.ndarray, activity: np.ndarray, now_ns: int
+    ) -> list[StreamResult]:
         """Add the steps' outputs to their windows; emit the windows that are complete."""
         results = []
         steps = np.arange(batch.first_step, batch.first_step + len(batch))
         with_events = steps[batch.events > 0]
         if with_events.size:
             self._last_event_step = int(with_events[-1])
-        ends = np.flatnonzero((steps - self._window_origin + 1) % self.window_steps == 0)
+        ends = np.flatnonzero((steps - self._window_origin + 1) % self.window_steps == 0).tolist()
         start = 0
-        for end in [*ends.tolist(), len(batch) - 1]:
+        for end in [*ends, len(batch) - 1]:
             if end < start:
                 continue
-            part = slice(start, end + 1)
-            total = outputs[part].sum(axis=0)
-            self._window_sum = total if self._window_sum is None else self._window_sum + total
-            self._window_events += int(batch.events[part].sum())
+            self._window_spikes.append(spikes[start : end + 1])
+            self._window_activity.append(activity[start : end + 1])
+            self._window_events += int(batch.events[start : end + 1].sum())
             if end in ends:
                 first = self._window_first_step(int(steps[end]))
                 results.append(self._result(first, int(steps[end]), now_ns, batch.arrival_ns[end]))
@@ -292,7 +373,7 @@ class StreamRunner:
 
     def _close_window(self) -> list[StreamResult]:
         """Emit the partial window in progress (before a reset)."""
-        if self._window_sum is None:
+        if not self._window_spikes:
             return []
         last = self.binner.next_step - 1
         return [self._result(self._window_first_step(last), last, time.time_ns())]
@@ -300,8 +381,8 @@ class StreamRunner:
     def _result(
         self, first: int, last: int, now_ns: int, arrival_ns: int | None = None
     ) -> StreamResult:
-        counts = self._window_sum
-        probabilities = self.readout(counts)
+        counts = np.concatenate(self._window_spikes).sum(axis=0)
+        probabilities = softmax(self.readout(np.concatenate(self._window_activity)))
         latency_ms = 0.0 if arrival_ns is None else max(now_ns - int(arrival_ns), 0) / 1e6
         result = StreamResult(
             step=first,
@@ -315,7 +396,8 @@ class StreamRunner:
             dropped_events=self._pending_dropped,
             reset=self._window_reset,
         )
-        self._window_sum = None
+        self._window_spikes.clear()
+        self._window_activity.clear()
         self._window_events = 0
         self._window_reset = False
         self._pending_dropped = 0
