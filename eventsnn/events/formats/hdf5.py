@@ -19,7 +19,6 @@ search on /events/t, each probe reading one chunk, so only the chunks in the ran
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +26,13 @@ import h5py
 import numpy as np
 
 from eventsnn.events.core import EVENT_DTYPE, EventsError, SensorSize, as_sensor_size
-from eventsnn.events.formats.base import CHUNK_EVENTS, OpenedFile, index_range, library_errors
+from eventsnn.events.formats.base import (
+    CHUNK_EVENTS,
+    OpenedFile,
+    index_range,
+    library_errors,
+    written_atomically,
+)
 
 FORMAT_NAME = "eventsnn.events"
 FORMAT_VERSION = 1
@@ -96,22 +101,23 @@ def open_hdf5(path: Path) -> OpenedFile:
 
 def write_hdf5(path: Path, events: np.ndarray, sensor_size: SensorSize) -> None:
     """Write validated events in the layout above (to a temporary file renamed into place)."""
-    tmp = path.with_name(path.name + ".write")
-    with library_errors(path, "cannot write HDF5"):
-        with h5py.File(tmp, "w") as f:
-            group = f.create_group(GROUP)
-            group.attrs["format"] = FORMAT_NAME
-            group.attrs["format_version"] = FORMAT_VERSION
-            group.attrs["sensor_size"] = np.asarray(sensor_size, dtype=np.int64)
-            group.attrs["time_unit"] = "us"
-            for name, dtype in COLUMNS.items():
-                group.create_dataset(
-                    name,
-                    data=events[name].astype(dtype),
-                    chunks=(CHUNK,),
-                    maxshape=(None,),
-                    compression="gzip",
-                    compression_opts=4,
-                    shuffle=True,
-                )
-        os.replace(tmp, path)
+    with (
+        library_errors(path, "cannot write HDF5"),
+        written_atomically(path) as tmp,
+        h5py.File(tmp, "w") as f,
+    ):
+        group = f.create_group(GROUP)
+        group.attrs["format"] = FORMAT_NAME
+        group.attrs["format_version"] = FORMAT_VERSION
+        group.attrs["sensor_size"] = np.asarray(sensor_size, dtype=np.int64)
+        group.attrs["time_unit"] = "us"
+        for name, dtype in COLUMNS.items():
+            group.create_dataset(
+                name,
+                data=events[name].astype(dtype),
+                chunks=(CHUNK,),
+                maxshape=(None,),
+                compression="gzip",
+                compression_opts=4,
+                shuffle=True,
+            )

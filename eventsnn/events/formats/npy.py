@@ -8,14 +8,19 @@ comes from the caller or from the largest coordinates (`io.read` records which).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from eventsnn.events.core import EVENT_DTYPE, EventsError, SensorSize, as_sensor_size
-from eventsnn.events.formats.base import CHUNK_EVENTS, OpenedFile, index_range, library_errors
+from eventsnn.events.formats.base import (
+    CHUNK_EVENTS,
+    OpenedFile,
+    index_range,
+    library_errors,
+    written_atomically,
+)
 
 
 def sidecar_path(path: Path) -> Path:
@@ -79,12 +84,8 @@ def open_npy(path: Path) -> OpenedFile:
 
 def write_npy(path: Path, events: np.ndarray, sensor_size: SensorSize) -> None:
     """Write validated events and the sidecar (each to a temporary file renamed into place)."""
-    tmp = path.with_name(path.name + ".write")
     with library_errors(path, "cannot write .npy"):
-        with open(tmp, "wb") as f:
+        with written_atomically(path) as tmp, open(tmp, "wb") as f:
             np.save(f, events.astype(EVENT_DTYPE, copy=False))
-        os.replace(tmp, path)
-        sidecar = sidecar_path(path)
-        sidecar_tmp = sidecar.with_name(sidecar.name + ".write")
-        sidecar_tmp.write_text(json.dumps({"sensor_size": list(sensor_size), "time_unit": "us"}))
-        os.replace(sidecar_tmp, sidecar)
+        with written_atomically(sidecar_path(path)) as tmp:
+            tmp.write_text(json.dumps({"sensor_size": list(sensor_size), "time_unit": "us"}))
