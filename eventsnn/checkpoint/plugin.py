@@ -70,16 +70,17 @@ class HDF5CheckpointIO(CheckpointIO):
 class HDF5ModelCheckpoint(ModelCheckpoint):
     """ModelCheckpoint that names files ``*.h5`` and stores the class path and random states.
 
-    The random states are put back at the start of the first training epoch after resuming
-    (not when the checkpoint is read), so that the sanity check's data loaders, which draw from the
-    global generator, do not shift the random stream: 2 + 2 epochs then equal 4 epochs exactly.
+    The global random states (torch, numpy, python) are saved with each checkpoint and put back
+    when resuming: on loading, and again after the sanity check, whose data loaders draw from the
+    torch generator, so that the first resumed epoch shuffles (and drops out) exactly as the
+    uninterrupted run does. Resuming is exact from end-of-epoch checkpoints.
     """
 
     FILE_EXTENSION = ".h5"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._rng_states_to_restore: dict[str, Any] | None = None
+        self._resumed_rng_states: dict[str, Any] | None = None
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
@@ -91,11 +92,17 @@ class HDF5ModelCheckpoint(ModelCheckpoint):
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        """Keep the saved random states for the next training epoch start."""
-        self._rng_states_to_restore = checkpoint.get(RNG_STATES_KEY)
+        """Put back the saved random states, and keep them for after the sanity check."""
+        self._resumed_rng_states = checkpoint.get(RNG_STATES_KEY)
+        if self._resumed_rng_states is not None:
+            _set_rng_states(self._resumed_rng_states)
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Put back the random states of a resumed checkpoint, once."""
-        if self._rng_states_to_restore is not None:
-            _set_rng_states(self._rng_states_to_restore)
-            self._rng_states_to_restore = None
+    def on_sanity_check_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Undo what the sanity check drew from the generators since resuming."""
+        if self._resumed_rng_states is not None:
+            _set_rng_states(self._resumed_rng_states)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Training runs from here: later sanity checks must not rewind the generators."""
+        super().on_train_start(trainer, pl_module)
+        self._resumed_rng_states = None
