@@ -165,6 +165,36 @@ def test_cut_last_record_is_an_error_or_a_flagged_partial_read(tmp_path, name, c
     np.testing.assert_array_equal(recording.events, events[:-1])  # only the cut event is lost
 
 
+def test_iter_chunks_partial_streams_the_whole_records(tmp_path):
+    events = random_events(seed=7)
+    path = written(tmp_path, "dat", events)
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.warns(UserWarning, match="rec.dat: truncated"):
+        chunks = list(iter_chunks(path, n_events=1000, partial=True))
+    np.testing.assert_array_equal(np.concatenate(chunks), events[:-1])
+
+
+def test_atis_event_stream_keeps_dvs_events_and_detects_a_cut(tmp_path):
+    atis_dtype = [("t", "<u8"), ("x", "<u2"), ("y", "<u2"), ("exposure", "?"), ("polarity", "?")]
+    atis = np.zeros(5, dtype=atis_dtype)
+    atis["t"] = [1, 5, 300, 301, 1000]
+    atis["x"] = [1, 2, 3, 4, 5]
+    atis["y"] = [0, 1, 2, 3, 4]
+    atis["exposure"] = [0, 1, 0, 1, 0]
+    atis["polarity"] = [1, 0, 0, 1, 1]
+    path = tmp_path / "atis.es"
+    with faery.es.Encoder(path, "atis", False, (8, 8)) as encoder:
+        encoder.write(atis)
+    recording = read(path)
+    assert recording.metadata["event_type"] == "atis"
+    # exposure measurements dropped; Event Stream counts y from the bottom row
+    expected = make_events([1, 3, 5], [7 - 0, 7 - 2, 7 - 4], [1, 300, 1000], [1, 0, 1])
+    np.testing.assert_array_equal(recording.events, expected)
+    path.write_bytes(path.read_bytes()[:-2])
+    with pytest.raises(EventsError, match="atis.es: truncated: the file ends 3 byte"):
+        read(path)
+
+
 def test_cut_gen1_dat_is_detected(tmp_path):
     path = tmp_path / "cut_td.dat"
     gen1 = np.zeros(10, dtype=[("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "u1")])
