@@ -325,6 +325,19 @@ def test_evt2_built_byte_by_byte_unwraps_its_34_bit_time(tmp_path):
     np.testing.assert_array_equal(recording.events, events)
 
 
+def test_headerless_evt_needs_an_explicit_version(tmp_path):
+    events = make_events([1, 7, 3], [2, 0, 5], [10, 70, 200], [1, 0, 1])
+    data = evt2_bytes(events, 8, 8)
+    path = tmp_path / "bare.raw"
+    path.write_bytes(data[data.index(b"% end\n") + 6 :])
+    with pytest.raises(EventsError, match="bare.raw: no EVT header"):
+        read(path)
+    recording = read(path, format="evt2", sensor_size=(8, 8, 2))
+    np.testing.assert_array_equal(recording.events, events)
+    assert recording.metadata["sensor_size_source"] == "argument"
+    assert read(path, format="evt2").sensor_size == (8, 6, 2)  # inferred from max x, y
+
+
 @pytest.mark.parametrize(
     ("name", "t"),
     [
