@@ -135,7 +135,7 @@ def open_cd_dat(
 
 
 def open_es(path: Path) -> OpenedFile:
-    """A Event Stream (.es) file of DVS or ATIS events (ATIS exposure events are dropped)."""
+    """An Event Stream (.es) file of DVS or ATIS events (ATIS exposure events are dropped)."""
     with (
         library_errors(path, "not a readable Event Stream file"),
         faery.es.Decoder(path, 0) as decoder,
