@@ -125,7 +125,7 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
             "model_class": str(tree.attrs.get(MODEL_CLASS_KEY, "")) or None,
             "epoch": _optional_int(tree.attrs.get("epoch")),
             "global_step": _optional_int(tree.attrs.get("global_step")),
-            "parameters": sum(node.size for node in tensors),
+            "parameters": sum(node.size for node in tensors),  # parameters and buffers
             "tensors": len(tensors),
             "tensor_bytes": sum(node.nbytes for node in tensors),
             "contents": [str(key) for key in dict_keys(tree)],
@@ -207,6 +207,18 @@ def _restore(
     if STATE_DICT_KEY not in checkpoint:
         raise CheckpointError(f"{path}: group {STATE_DICT_KEY} is missing")
     check_state_dict(model, checkpoint[STATE_DICT_KEY], path)
-    model.load_state_dict(checkpoint[STATE_DICT_KEY])
     if states and checkpoint.get(NEURON_STATES_KEY) is not None:
-        eventsnn.nn.set_states(model, checkpoint[NEURON_STATES_KEY])
+        _set_states_or_keep(model, checkpoint[NEURON_STATES_KEY], path)
+    model.load_state_dict(checkpoint[STATE_DICT_KEY])
+
+
+def _set_states_or_keep(model: torch.nn.Module, states: Any, path: str | os.PathLike) -> None:
+    """Set the neuron states, or put the previous ones back and raise CheckpointError."""
+    previous = eventsnn.nn.get_states(model)
+    try:
+        if not isinstance(states, Mapping):
+            raise eventsnn.nn.StateError(f"expected a dict of tensors, got {type(states).__name__}")
+        eventsnn.nn.set_states(model, dict(states))
+    except eventsnn.nn.StateError as error:
+        eventsnn.nn.set_states(model, previous)
+        raise CheckpointError(f"{path}: {NEURON_STATES_KEY}: {error}") from error
