@@ -38,6 +38,15 @@ class GeneratedSet:
     train: np.ndarray
 
 
+def stratified_test_mask(labels: np.ndarray, every: int = 5) -> np.ndarray:
+    """True for every ``every``-th item of each class in order (ranks every-1, 2*every-1, ...)."""
+    rank = np.zeros(len(labels), dtype=np.int64)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        rank[members] = np.arange(len(members))
+    return rank % every == every - 1
+
+
 def cache_path(root: str | os.PathLike, name: str, params: dict[str, Any]) -> Path:
     """Where the dataset ``name`` generated with ``params`` is cached under ``root``."""
     key = json.dumps({"cache_version": CACHE_VERSION, **params}, sort_keys=True)

@@ -18,22 +18,13 @@ from collections.abc import Callable
 import numpy as np
 from scipy import ndimage
 
-from eventsnn.data.offline.cache import CachedEventDataset, GeneratedSet
+from eventsnn.data.offline.cache import CachedEventDataset, GeneratedSet, stratified_test_mask
 from eventsnn.events.simulate import simulate
 
 SENSOR_SIZE = (34, 34, 2)
 DIGIT_SIZE = 28
 SACCADE_VERTICES = ((3.0, 0.0), (6.0, 6.0), (0.0, 6.0))
 """Offsets (x, y) in pixels of the digit's 28x28 box in the 34x34 field at the triangle corners."""
-
-
-def stratified_test_mask(labels: np.ndarray, every: int = 5) -> np.ndarray:
-    """True for every ``every``-th item of each class in order (ranks every-1, 2*every-1, ...)."""
-    rank = np.zeros(len(labels), dtype=np.int64)
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        rank[members] = np.arange(len(members))
-    return rank % every == every - 1
 
 
 def first_per_class(labels: np.ndarray, samples_per_class: int | None) -> np.ndarray:
