@@ -1,6 +1,7 @@
 """Lightning with HDF5 checkpoints: `.h5` names, exact resume (2 + 2 epochs == 4), bad files."""
 
 import logging
+import os
 import warnings
 
 import h5py
@@ -16,9 +17,11 @@ from eventsnn.checkpoint import (
     HDF5CheckpointIO,
     HDF5ModelCheckpoint,
     check_state_dict,
+    load_model,
     read_checkpoint,
 )
 from eventsnn.checkpoint.plugin import class_path
+from pipelines.ckpt import main as ckpt_main
 
 
 class TinyClassifier(pl.LightningModule):
@@ -194,3 +197,107 @@ def test_resuming_from_a_bad_file_raises_and_leaves_the_model_unchanged(tmp_path
     assert str(path) in str(error.value)
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def lightning_ckpt(tmp_path):
+    """A `.ckpt` written by Lightning's own TorchCheckpointIO (torch pickle)."""
+    pl.seed_everything(0, verbose=False)
+    model = TinyClassifier()
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, *loaders())
+    trainer.save_checkpoint(tmp_path / "x.ckpt")
+    return tmp_path / "x.ckpt", model
+
+
+def test_ckpt_convert_then_info_and_resume(tmp_path, capsys):
+    source, model = lightning_ckpt(tmp_path)
+    target = tmp_path / "x.h5"
+    assert ckpt_main(["ckpt", "convert", str(source), str(target)]) == 0
+    original = torch.load(source, weights_only=True)
+    converted = read_checkpoint(target)
+    assert list(converted) == list(original)
+    for key, value in original["state_dict"].items():
+        assert torch.equal(converted["state_dict"][key], value), key
+    assert converted["loops"] == original["loops"]
+    assert converted["lr_schedulers"] == original["lr_schedulers"]
+
+    capsys.readouterr()
+    assert ckpt_main(["ckpt", "info", str(target)]) == 0
+    lines = {line[:12].rstrip(): line[13:] for line in capsys.readouterr().out.splitlines()}
+    n_values = sum(value.numel() for value in model.state_dict().values())
+    assert n_values == 6 * 16 + 16 + 16 * 3 + 3 + 1  # the +1: the samples_seen buffer
+    assert lines["parameters"].startswith(f"{n_values:,} in 5 tensors")
+    assert lines["epoch"] == "2" and lines["global step"] == "10"  # saved after fit ended
+    assert lines["model class"] == "(not recorded)"
+    assert lines["format"].startswith("version 1, written by eventsnn")
+
+    pl.seed_everything(0, verbose=False)
+    resumed = TinyClassifier()
+    make_trainer(tmp_path / "resume", 3).fit(resumed, *loaders(), ckpt_path=target)
+    assert int(resumed.samples_seen) == 3 * 40
+
+
+def test_ckpt_convert_records_the_model_class_for_load_model(tmp_path):
+    source, model = lightning_ckpt(tmp_path)
+    target = tmp_path / "x.h5"
+    args = [
+        "ckpt",
+        "convert",
+        str(source),
+        str(target),
+        "--model-class",
+        class_path(TinyClassifier),
+    ]
+    assert ckpt_main(args) == 0
+    loaded = load_model(target, allowed_classes=[TinyClassifier])
+    assert_same_weights(loaded, model)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda path: path.write_bytes(b"\x80\x04not really a pickle"), "not a checkpoint torch"),
+        (lambda path: torch.save([1, 2], path), "holds a list, not a checkpoint dict"),
+    ],
+)
+def test_ckpt_convert_refuses_what_it_cannot_read_safely(tmp_path, capsys, make, message):
+    source = tmp_path / "bad.ckpt"
+    make(source)
+    assert ckpt_main(["ckpt", "convert", str(source), str(tmp_path / "out.h5")]) == 1
+    error = capsys.readouterr().err
+    assert str(source) in error and message in error
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_ckpt_convert_refuses_pickled_code(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": ExplodingOnUnpickle()}, source)
+    assert ckpt_main(["ckpt", "convert", str(source), str(tmp_path / "out.h5")]) == 1
+    error = capsys.readouterr().err
+    assert "not a checkpoint torch reads safely" in error and error.count("\n") == 1
+    assert not (tmp_path / "exploded").exists()
+
+
+class ExplodingOnUnpickle:
+    """Unpickling this calls os.system: torch.load(weights_only=False) would run it."""
+
+    def __reduce__(self):
+        return (os.system, ("touch exploded",))
+
+
+def test_ckpt_info_on_a_bad_file_is_one_error_line(tmp_path, capsys):
+    path = tmp_path / "notes.h5"
+    path.write_text("hello")
+    assert ckpt_main(["ckpt", "info", str(path)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"eventsnn ckpt: {path}: not an HDF5 file")
+    assert error.count("\n") == 1

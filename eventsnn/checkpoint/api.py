@@ -146,8 +146,9 @@ def convert(
     except FileNotFoundError:
         raise
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError...
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise CheckpointError(
-            f"{source}: not a checkpoint torch can read safely ({error})"
+            f"{source}: not a checkpoint torch reads safely ({first_line})"
         ) from error
     if not isinstance(checkpoint, dict):
         raise CheckpointError(
