@@ -111,7 +111,9 @@ class UdpSource:
         self._stopping = True
 
     def close(self) -> None:
-        """Release the socket."""
+        """Release the socket (the kernel drop count is read one last time first)."""
+        if self.socket.fileno() != -1:
+            self.refresh_kernel_drops()
         self.socket.close()
 
     def refresh_kernel_drops(self) -> None:
