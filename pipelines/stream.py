@@ -58,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="WxHxP",
         help="sensor size of the stream (default: the model's input shape)",
     )
+    parser.add_argument(
+        "--downsample",
+        type=float,
+        help="spatial factor applied to events before binning, as the training pipeline's "
+        "Downsample (e.g. 0.25 for a 128x128 sensor and a 32x32 network)",
+    )
     parser.add_argument("--step-us", type=int, default=1000, help="time step (default 1000 us)")
     parser.add_argument(
         "--window-steps", type=int, default=1, help="steps per result (default 1: every step)"
@@ -204,6 +210,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from eventsnn.checkpoint import load_model
+    from eventsnn.encoding.transforms import Downsample
     from eventsnn.streaming.log import StreamLog
     from eventsnn.streaming.runner import StreamRunner
 
@@ -214,9 +221,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sensor_size = args.sensor_size or (shape and (shape[2], shape[1], shape[0]))
     if sensor_size is None:
         raise EventsError(f"{args.checkpoint}: the model has no input_shape: give --sensor-size")
+    frame_size, event_filter = sensor_size, None
+    if args.downsample:
+        event_filter = Downsample(spatial_factor=args.downsample)
+        width, height, polarities = sensor_size
+        frame_size = (int(width * args.downsample), int(height * args.downsample), polarities)
     runner = StreamRunner(
         model,
-        sensor_size,
+        frame_size,
+        event_filter=event_filter,
         step_us=args.step_us,
         window_steps=args.window_steps,
         max_queue_steps=args.max_queue_steps,

@@ -214,3 +214,29 @@ def test_states_saved_mid_stream_resume_exactly(classifiers, tmp_path):
     got = np.stack([r.spike_counts for r in first + rest])
     np.testing.assert_array_equal(got, expected[: len(got)])
     assert len(first) == 40 and len(got) == len(expected)
+
+
+def test_event_filter_downsamples_before_binning_like_the_offline_pipeline():
+    from eventsnn.encoding.transforms import Downsample
+
+    rng = np.random.default_rng(4)
+    n = 6000
+    t = 5000 + np.sort(rng.integers(0, 60_000, n))
+    events = make_events(rng.integers(0, 128, n), rng.integers(0, 128, n), t, rng.integers(0, 2, n))
+    downsample = Downsample(spatial_factor=0.25)
+    torch.manual_seed(0)
+    net = build(SPEC, (2, 32, 32)).eval()
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.mul_(3.0)
+    small = (32, 32, 2)
+    frames = to_frame(downsample(events), small, time_window=STEP_US, dtype=np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(frames)[:, None])[:, 0].double().numpy()
+    assert expected.sum() > 20
+    runner = StreamRunner(net, small, step_us=STEP_US, event_filter=downsample)
+    results = []
+    for chunk in np.array_split(events, 37):
+        results += runner.feed(chunk)
+    np.testing.assert_array_equal(np.stack([r.spike_counts for r in results]), expected)
+    assert sum(r.events for r in results) == int(frames.sum())

@@ -164,6 +164,11 @@ class StreamRunner:
     checkpoint that ``eventsnn.checkpoint.load_model`` rebuilds. ``origin_us`` fixes the time of
     step 0 (default: the first event's time, as tonic's ToFrame). The neuron state starts at rest
     unless ``keep_states`` (e.g. states resumed from a checkpoint written by ``save_states``).
+
+    ``event_filter`` maps each arriving chunk of events before binning (e.g. the training
+    pipeline's ``Downsample`` or ``CenterCrop``); it must treat every event on its own (no state
+    across events, such as a denoise filter keeps) for the stream to stay exact. ``sensor_size``
+    is the size of the binned frames, after the filter.
     """
 
     def __init__(
@@ -179,6 +184,7 @@ class StreamRunner:
         readout: Readout | None = None,
         device: torch.device | str | None = None,
         keep_states: bool = False,
+        event_filter: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         if window_steps < 1 or max_steps_per_call < 1:
             raise ValueError("window_steps and max_steps_per_call must be at least 1")
@@ -207,6 +213,7 @@ class StreamRunner:
         self.max_steps_per_call = max_steps_per_call
         self.reset_gap_steps = None if reset_gap_us is None else -(-reset_gap_us // step_us)
         self.readout = readout or self.adapter.readout
+        self.event_filter = event_filter
         self.stats = RunnerStats()
         self._reset_requested = False
         self._window_origin = 0  # windows are counted from here (step 0, or the last reset)
@@ -253,8 +260,12 @@ class StreamRunner:
 
     def feed(self, events: np.ndarray, arrival_ns: int | np.ndarray | None = None) -> list:
         """Add events (time-ordered, project dtype) and return the results they complete."""
-        self.binner.push(events, time.time_ns() if arrival_ns is None else arrival_ns)
         self.stats.events += len(events)
+        if self.event_filter is not None and len(events):
+            if not isinstance(arrival_ns, int | None):
+                arrival_ns = int(np.max(arrival_ns))  # a filter may drop or move events
+            events = self.event_filter(events)
+        self.binner.push(events, time.time_ns() if arrival_ns is None else arrival_ns)
         return self._process()
 
     def finish(self) -> list[StreamResult]:
