@@ -17,15 +17,20 @@ ALL_VALID = -1
 """Returned by checking kernels when every event is sorted and inside the sensor."""
 MIXED_POLARITY = -2
 """Returned by the frame kernel when a single-polarity sensor receives both polarities."""
-NEVER = np.iinfo(np.int64).min
-"""Last-event time of a pixel that has not fired."""
+NEVER = -(2**62)
+"""Last-event time of a pixel that has not fired: t - NEVER exceeds any window, without overflow."""
 
 _jit = numba.njit(cache=True, nogil=True)
 
 
 @_jit
 def _is_bad(x, y, t, previous_t, width, height):
-    return t < previous_t or x < 0 or x >= width or y < 0 or y >= height
+    # one unsigned comparison per coordinate also catches negatives; | avoids branches
+    return (
+        (t < previous_t)
+        | (np.uint64(np.int64(x)) >= np.uint64(width))
+        | (np.uint64(np.int64(y)) >= np.uint64(height))
+    )
 
 
 @_jit
@@ -125,17 +130,42 @@ def accumulate_frames(events, starts, ends, width, height, out):
 
 @_jit
 def _voxel_position(t, t0, duration, n_bins):
-    # tonic's arithmetic, operation for operation: n * (float(t) - t0) / duration
+    """tonic's normalised time, operation for operation: n * (float(t) - t0) / duration."""
+    if duration == 0:
+        return 0.0
     return n_bins * (np.float64(t) - np.float64(t0)) / np.float64(duration)
 
 
 @_jit
-def accumulate_voxels(events, n_bins, width, height, out):
-    """Bilinear-in-time voxel grid into flat `out` (n_bins * height * width), tonic's order.
+def _voxel_block_starts(events, n_bins, t0, duration):
+    """starts[k]: first event whose bin (int of its position) is >= k, for k = 0..n_bins + 1."""
+    n = len(events)
+    starts = np.empty(n_bins + 2, np.int64)
+    starts[0] = 0
+    for k in range(1, n_bins + 1):
+        lo = starts[k - 1]
+        hi = n
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if np.int64(_voxel_position(events[mid].t, t0, duration, n_bins)) < k:
+                lo = mid + 1
+            else:
+                hi = mid
+        starts[k] = lo
+    starts[n_bins + 1] = n
+    return starts
 
-    Two passes like tonic's two `np.add.at` calls (left weights, then right weights) so that the
-    floating-point sums are identical. Polarity counts as +1 / -1. A zero-duration recording puts
-    every event in bin 0. Checks every event in the first pass.
+
+@_jit
+def accumulate_voxels(events, n_bins, width, height, out):
+    """Bilinear-in-time voxel grid into flat `out` (n_bins * height * width), in one pass.
+
+    tonic adds every left weight, then every right weight (two `np.add.at` calls); the floating
+    sums equal its only in that order. Bin k receives left weights from the events of bin k and
+    right weights from those of bin k - 1, so visiting the bins' event blocks from last to first
+    (events in time order inside a block) reproduces tonic's order while reading each event
+    once. Polarity counts as +1 / -1; a zero-duration recording puts every event in bin 0.
+    Checks every event.
     """
     n = len(events)
     if n == 0:
@@ -143,50 +173,46 @@ def accumulate_voxels(events, n_bins, width, height, out):
     t0 = events[0].t
     duration = events[n - 1].t - t0
     plane = width * height
-    previous_t = t0
-    for i in range(n):
-        e = events[i]
-        if _is_bad(e.x, e.y, e.t, previous_t, width, height):
-            return i
-        previous_t = e.t
-        position = _voxel_position(e.t, t0, duration, n_bins) if duration else 0.0
-        left = np.int64(position)
-        if left < n_bins:
+    starts = _voxel_block_starts(events, n_bins, t0, duration)
+    for block in range(n_bins, -1, -1):
+        lo = starts[block]
+        previous_t = events[lo - 1].t if lo > 0 else t0
+        for i in range(lo, starts[block + 1]):
+            e = events[i]
+            if _is_bad(e.x, e.y, e.t, previous_t, width, height):
+                return i
+            previous_t = e.t
+            position = _voxel_position(e.t, t0, duration, n_bins)
+            left = np.int64(position)
+            fraction = position - left
             sign = 1.0 if e.p else -1.0
-            out[e.x + e.y * width + left * plane] += sign * (1.0 - (position - left))
-    for i in range(n):
-        e = events[i]
-        position = _voxel_position(e.t, t0, duration, n_bins) if duration else 0.0
-        left = np.int64(position)
-        if left + 1 < n_bins:
-            sign = 1.0 if e.p else -1.0
-            out[e.x + e.y * width + (left + 1) * plane] += sign * (position - left)
+            cell = np.int64(e.x) + np.int64(e.y) * width + left * plane
+            if left < n_bins:
+                out[cell] += sign * (1.0 - fraction)
+            if left + 1 < n_bins:
+                out[cell + plane] += sign * fraction
     return ALL_VALID
 
 
 @_jit
-def _fired_within(last, x, y, t, window):
-    previous = last[x, y]
-    return previous != NEVER and t - previous < window
-
-
-@_jit
 def denoise_mask(events, filter_time, width, height):
-    """Keep an event when one of its 4 neighbours fired less than filter_time before it."""
-    last = np.full((width, height), NEVER, np.int64)
+    """Keep an event when one of its 4 neighbours fired less than filter_time before it.
+
+    Pixel memory (flat, column stride height + 2) is padded by one pixel of NEVER on each side,
+    so there are no border tests and no branches: the newest neighbour decides.
+    """
+    stride = height + 2
+    last = np.full((width + 2) * stride, NEVER, np.int64)
     keep = np.empty(len(events), np.bool_)
     for i in range(len(events)):
         e = events[i]
-        x = np.int64(e.x)
-        y = np.int64(e.y)
+        cell = (np.int64(e.x) + 1) * stride + np.int64(e.y) + 1
         t = e.t
-        last[x, y] = t
-        keep[i] = (
-            (x > 0 and _fired_within(last, x - 1, y, t, filter_time))
-            or (x < width - 1 and _fired_within(last, x + 1, y, t, filter_time))
-            or (y > 0 and _fired_within(last, x, y - 1, t, filter_time))
-            or (y < height - 1 and _fired_within(last, x, y + 1, t, filter_time))
+        last[cell] = t
+        newest = max(
+            max(last[cell - stride], last[cell + stride]), max(last[cell - 1], last[cell + 1])
         )
+        keep[i] = t - newest < filter_time
     return keep
 
 
@@ -197,8 +223,7 @@ def refractory_mask(events, delta, width, height):
     keep = np.empty(len(events), np.bool_)
     for i in range(len(events)):
         e = events[i]
-        previous = last[e.x, e.y]
-        keep[i] = previous == NEVER or e.t - previous > delta
+        keep[i] = e.t - last[e.x, e.y] > delta
         last[e.x, e.y] = e.t
     return keep
 
@@ -223,17 +248,15 @@ def last_times(events, ends, out):
 
 
 @_jit
-def compact_bytes(data, itemsize, keep):
-    """The itemsize-byte records of flat `data` where keep is True, as a new flat byte array."""
+def compact(events, keep):
+    """events[keep] as a new array, copying whole records."""
     n_kept = 0
     for i in range(len(keep)):
         n_kept += keep[i]
-    out = np.empty(n_kept * itemsize, np.uint8)
+    out = np.empty(n_kept, events.dtype)
     j = 0
     for i in range(len(keep)):
         if keep[i]:
-            start = i * itemsize
-            for b in range(itemsize):
-                out[j + b] = data[start + b]
-            j += itemsize
+            out[j] = events[i]
+            j += 1
     return out
