@@ -1,0 +1,179 @@
+"""Windows of many recordings as batches: an IterableDataset sharded over ranks and workers.
+
+Each process of a run (rank x data-loader worker) takes every n-th recording, streams it as
+windows (`iter_windows`), encodes each window with the training transforms and yields batches
+``{"x": (T, B, ...) float tensor or None, "windows": per-window int64 columns, "finished": [...]}``.
+A recording's record in ``finished`` (path, size, checksum, events, windows, error) comes with the
+batch holding its last windows, after all of them. A recording that cannot be read, is empty or
+does not fit the model ends with an ``error`` and the others go on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from eventsnn.data.pipeline import Pipeline
+from eventsnn.events import EventsError, SensorSize
+from eventsnn.inference.results import file_checksum
+from eventsnn.inference.windows import Window, WindowConfig, iter_windows
+
+WINDOW_COLUMNS = ("recording", "index", "t_start", "t_stop", "first_event", "n_events")
+"""Per-window int64 columns of a batch; ``recording`` is the recording's task index."""
+
+
+@dataclass(frozen=True)
+class RecordingTask:
+    """A recording to process: its position in the run's list and its path."""
+
+    index: int
+    path: str
+
+
+class WindowDataset(IterableDataset):
+    """Batches of encoded windows from this process's share of `tasks` (module docstring)."""
+
+    def __init__(
+        self,
+        tasks: Sequence[RecordingTask],
+        window: WindowConfig,
+        transforms: Sequence[Callable],
+        sensor_size: SensorSize | None,
+        batch_size: int,
+        input_shape: Sequence[int] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__()
+        self.tasks = list(tasks)
+        self.window = window
+        self.encode = Pipeline(list(transforms))
+        self.sensor_size = sensor_size
+        self.batch_size = int(batch_size)
+        self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+        self.rank, self.world_size = rank, world_size
+
+    def my_tasks(self) -> list[RecordingTask]:
+        """The recordings of this rank and data-loader worker."""
+        info = get_worker_info()
+        workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
+        shard, shards = self.rank * workers + worker, self.world_size * workers
+        return self.tasks[shard::shards]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        batch = _BatchBuilder(self.batch_size)
+        for task in self.my_tasks():
+            for window, encoded in self._encoded_windows(task, batch):
+                yield from batch.add(task.index, window, encoded)
+        yield from batch.flush()
+
+    def _encoded_windows(
+        self, task: RecordingTask, batch: _BatchBuilder
+    ) -> Iterator[tuple[Window, np.ndarray]]:
+        """The task's encoded windows; its record goes to `batch` when it ends, error or not."""
+        started = time.perf_counter()
+        record: dict[str, Any] = {"recording": task.index, "path": task.path, "error": ""}
+        n_events = n_windows = 0
+        try:
+            record["size"] = Path(task.path).stat().st_size
+            record["sha256"] = file_checksum(task.path)
+            for window in iter_windows(task.path, self.window, self.sensor_size):
+                encoded = np.asarray(self.encode(window.events))
+                self._check_shape(task.path, encoded)
+                n_events = max(n_events, window.first_event + len(window.events))
+                n_windows += 1
+                yield window, encoded
+            if n_events == 0:
+                raise EventsError(f"{task.path}: the recording holds no events")
+        except Exception as error:  # a batch job records any failure and goes on
+            record["error"] = _message(error)
+            if "sensor" in record["error"]:
+                record["error"] += f" (the checkpoint's sensor size is {self.sensor_size})"
+        record.update(n_events=n_events, n_windows=n_windows, seconds=time.perf_counter() - started)
+        batch.finish(record)
+
+    def _check_shape(self, path: str, encoded: np.ndarray) -> None:
+        if self.input_shape is not None and encoded.shape[1:] != self.input_shape:
+            raise EventsError(
+                f"{path}: encoded windows have shape {encoded.shape} (T, ...), the model takes "
+                f"{self.input_shape} per time step: does the sensor size match the checkpoint's?"
+            )
+
+
+def _message(error: Exception) -> str:
+    """One line for an error: project errors as they are, others with their type."""
+    if isinstance(error, ValueError | OSError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+class _BatchBuilder:
+    """Collects windows of equal shape into batches and attaches finished-recording records."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.arrays: list[np.ndarray] = []
+        self.columns: list[tuple[int, ...]] = []
+        self.finished: list[dict[str, Any]] = []
+
+    def add(self, recording: int, window: Window, encoded: np.ndarray) -> Iterator[dict[str, Any]]:
+        """Add a window; yields the current batch first when it is full or shapes differ."""
+        if self.arrays and (
+            len(self.arrays) == self.batch_size or self.arrays[0].shape != encoded.shape
+        ):
+            yield from self.flush()
+        self.arrays.append(encoded)
+        self.columns.append(
+            (
+                recording,
+                window.index,
+                window.t_start,
+                window.t_stop,
+                window.first_event,
+                len(window.events),
+            )
+        )
+
+    def finish(self, record: dict[str, Any]) -> None:
+        """A recording ended: its record rides with the next batch."""
+        self.finished.append(record)
+
+    def flush(self) -> Iterator[dict[str, Any]]:
+        """Yield the pending batch, if it holds any window or record."""
+        if not self.arrays and not self.finished:
+            return
+        x = None
+        if self.arrays:
+            x = torch.from_numpy(np.stack(self.arrays, axis=1).astype(np.float32, copy=False))
+        columns = np.array(self.columns, dtype=np.int64).reshape(-1, len(WINDOW_COLUMNS))
+        windows = {
+            name: torch.from_numpy(columns[:, i].copy()) for i, name in enumerate(WINDOW_COLUMNS)
+        }
+        yield {"x": x, "windows": windows, "finished": self.finished}
+        self.arrays, self.columns, self.finished = [], [], []
+
+
+class WindowDataModule(pl.LightningDataModule):
+    """The predict loader: a `WindowDataset` for this rank (known only once the trainer runs)."""
+
+    def __init__(self, num_workers: int = 0, **dataset_options: Any) -> None:
+        super().__init__()
+        self.num_workers = num_workers
+        self.dataset_options = dataset_options
+
+    def predict_dataloader(self) -> DataLoader:
+        """Batches are made by the dataset itself (batch_size=None)."""
+        dataset = WindowDataset(
+            **self.dataset_options,
+            rank=self.trainer.global_rank,
+            world_size=self.trainer.world_size,
+        )
+        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers)

@@ -1,0 +1,61 @@
+"""The rank-0 merge: the previous results file and every rank's part files into one new file.
+
+The new file is written beside the output and renamed over it, so the output is at every moment
+either the previous complete file or the new one; the parts folder is removed only afterwards
+(a recording found in both is taken from its part, the newer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from eventsnn.inference.results import (
+    FORMAT,
+    FORMAT_VERSION,
+    PART_GROUP,
+    RECORDINGS,
+    parts_dir,
+)
+
+
+def merge(output: str | os.PathLike, metadata: Mapping[str, Any]) -> int:
+    """Merge parts into `output` with this run's `metadata`; return the number of recordings."""
+    output = Path(output)
+    folder = parts_dir(output)
+    tmp = output.with_name(output.name + ".merge")
+    parts = {path.stem: path for path in sorted(folder.glob("rank-*/*.h5"))}
+    with h5py.File(tmp, "w") as target:
+        recordings = target.create_group(RECORDINGS)
+        runs = _copy_previous(output, recordings, keep_out=set(parts))
+        for key, path in parts.items():
+            with h5py.File(path, "r") as part:
+                part.copy(part[PART_GROUP], recordings, name=key)
+        target.attrs["format"] = FORMAT
+        target.attrs["format_version"] = FORMAT_VERSION
+        for name, value in metadata.items():
+            target.attrs[name] = (
+                value if isinstance(value, str | int | float) else json.dumps(value)
+            )
+        target.attrs["runs"] = json.dumps([*runs, dict(metadata)])
+        count = len(recordings)
+    os.replace(tmp, output)
+    shutil.rmtree(folder, ignore_errors=True)
+    return count
+
+
+def _copy_previous(output: Path, recordings: h5py.Group, keep_out: set[str]) -> list[Any]:
+    """Copy the old file's recordings (except `keep_out` keys); return its runs' metadata."""
+    if not output.exists():
+        return []
+    with h5py.File(output, "r") as previous:
+        for key, group in previous.get(RECORDINGS, {}).items():
+            if key not in keep_out:
+                previous.copy(group, recordings, name=key)
+        return json.loads(previous.attrs.get("runs", "[]"))

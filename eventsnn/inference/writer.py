@@ -1,0 +1,116 @@
+"""`ResultsWriter`: the prediction writer that stores each rank's results, then merges on rank 0.
+
+Every batch's window rows go to the part file of their recording (`RecordingPart`); when a
+recording's record arrives it is finished and renamed into place, so everything written survives
+a kill. At the end all ranks meet at a barrier and rank 0 merges the parts into the output file.
+Rank 0 shows a progress bar over its recordings with windows and events per second.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import BasePredictionWriter
+from tqdm.auto import tqdm
+
+from eventsnn.inference.dataset import RecordingTask
+from eventsnn.inference.merge import merge
+from eventsnn.inference.results import RecordingPart, parts_dir
+
+OUTPUT_KEYS = ("probabilities", "predicted", "spike_counts", "firing_rates", "encoded")
+"""Per-window outputs of `WindowPredictor` stored as datasets."""
+
+
+class ResultsWriter(BasePredictionWriter):
+    """Writes per-rank part files and merges them on rank 0 (module docstring)."""
+
+    def __init__(
+        self,
+        output: str | os.PathLike,
+        tasks: Sequence[RecordingTask],
+        metadata: Mapping[str, Any],
+        progress: bool = True,
+    ) -> None:
+        super().__init__(write_interval="batch")
+        self.output = Path(output)
+        self.paths = {task.index: task.path for task in tasks}
+        self.metadata = dict(metadata)
+        self.progress = progress
+        self.open: dict[int, RecordingPart] = {}
+        self.events_done = 0
+        self.windows_done = 0
+        self.started = time.perf_counter()
+        self.folder = parts_dir(self.output)
+        self.bar: tqdm | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """This rank's parts folder and progress bar (rank 0 only)."""
+        self.folder = parts_dir(self.output) / f"rank-{trainer.global_rank}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        mine = len(list(self.paths)[trainer.global_rank :: trainer.world_size])
+        self.bar = tqdm(
+            total=mine,
+            unit="rec",
+            desc="recordings",
+            dynamic_ncols=True,
+            disable=not (self.progress and trainer.is_global_zero),
+        )
+        self.started = time.perf_counter()
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: dict[str, Any],
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Append the batch's windows to their recordings; finish the recordings that ended."""
+        windows = {name: column.cpu().numpy() for name, column in prediction["windows"].items()}
+        outputs = {k: prediction[k].cpu().numpy() for k in OUTPUT_KEYS if k in prediction}
+        recordings = windows.pop("recording")
+        for index in dict.fromkeys(recordings.tolist()):
+            rows = recordings == index
+            columns = {name: values[rows] for name, values in {**windows, **outputs}.items()}
+            self._part(index).append(columns)
+        self.windows_done += len(recordings)
+        layer_names = list(getattr(pl_module, "layer_names", []))
+        for record in prediction["finished"]:
+            self._part(record["recording"]).finish(record, layer_names)
+            del self.open[record["recording"]]
+            self.events_done += int(record["n_events"])
+        self._show(len(prediction["finished"]))
+
+    def _part(self, index: int) -> RecordingPart:
+        if index not in self.open:
+            self.open[index] = RecordingPart(self.folder, self.paths[index])
+        return self.open[index]
+
+    def _show(self, finished: int) -> None:
+        if self.bar is None or self.bar.disable:
+            return
+        seconds = max(time.perf_counter() - self.started, 1e-9)
+        self.bar.set_postfix(
+            windows=self.windows_done, ev_s=f"{self.events_done / seconds:.3g}", refresh=False
+        )
+        self.bar.update(finished)
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Wait for every rank, then merge on rank 0."""
+        if self.bar is not None:
+            self.bar.close()
+        for part in self.open.values():
+            part.abandon()
+        self.open.clear()
+        trainer.strategy.barrier("eventsnn-batch-merge")
+        if trainer.is_global_zero:
+            seconds = time.time() - float(self.metadata.get("started_unix", time.time()))
+            merge(self.output, {**self.metadata, "seconds": seconds})
+        trainer.strategy.barrier("eventsnn-batch-merged")

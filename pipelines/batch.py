@@ -1,0 +1,278 @@
+"""`eventsnn batch`: run a checkpoint over a folder of recordings into one HDF5 results file.
+
+    eventsnn batch --checkpoint run/best.h5 \\
+        --inputs 'recordings/**/*.{aedat4,raw,dat,es,h5,npy}' --output results.h5
+    eventsnn batch --config conf/batch.yaml [--devices 2 --strategy ddp]
+
+Recordings are streamed in windows (from the checkpoint's data config unless --window-us /
+--window-events are given), encoded with the transforms the model was trained with (stored in
+the checkpoint) and run through ``Trainer.predict``; each rank writes its recordings' parts and
+rank 0 merges them (layout: `eventsnn.inference.results`). A re-run skips recordings already in
+the output with the same checksum; ``--overwrite`` starts again. A recording that cannot be read
+is recorded with its error; the exit code is 1 when any recording failed, 2 on a setup error.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import platform
+import re
+import shutil
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import ActionConfigFile, ArgumentParser
+
+from eventsnn.events.formats import SUFFIX_FORMAT
+
+_BRACES = re.compile(r"\{([^{}]*)\}")
+
+
+def build_parser() -> ArgumentParser:
+    """The command's options; every option can also come from the YAML of ``--config``."""
+    parser = ArgumentParser(prog="eventsnn batch", exit_on_error=False, description=__doc__)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file of these options")
+    parser.add_argument("--checkpoint", type=str, required=True, help="HDF5 checkpoint")
+    parser.add_argument(
+        "--inputs",
+        nargs="+",
+        type=str,
+        required=True,
+        help="recordings: files, folders (searched recursively) or globs with ** and {a,b}",
+    )
+    parser.add_argument("--output", type=str, required=True, help="HDF5 results file")
+    parser.add_argument("--overwrite", action="store_true", help="start again, drop old results")
+    parser.add_argument(
+        "--encode-only", action="store_true", help="write the encoded tensors, no predictions"
+    )
+    parser.add_argument("--window-us", type=int | None, default=None, help="window length, us")
+    parser.add_argument("--window-events", type=int | None, default=None, help="window, events")
+    parser.add_argument("--overlap", type=int, default=0, help="window overlap, window's unit")
+    parser.add_argument(
+        "--transform",
+        type=list[dict] | None,
+        default=None,
+        help="encoding transforms (class_path/init_args list) instead of the checkpoint's",
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="windows per batch")
+    parser.add_argument("--num-workers", type=int, default=0, help="data-loader workers a rank")
+    parser.add_argument("--accelerator", type=str, default="cpu")
+    parser.add_argument("--devices", type=int, default=1, help="processes (devices) a node")
+    parser.add_argument("--num-nodes", type=int, default=1)
+    parser.add_argument("--strategy", type=str, default="auto", help="e.g. ddp")
+    parser.add_argument("--progress", type=bool, default=True, help="show a progress bar")
+    return parser
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """Shell-style ``{a,b}`` alternatives of a glob pattern, expanded (glob lacks them)."""
+    match = _BRACES.search(pattern)
+    if match is None:
+        return [pattern]
+    head, tail = pattern[: match.start()], pattern[match.end() :]
+    return [p for choice in match.group(1).split(",") for p in expand_braces(head + choice + tail)]
+
+
+def find_recordings(inputs: Iterable[str]) -> list[str]:
+    """Absolute paths of the recordings the inputs name, sorted, each once.
+
+    A folder gives every file under it with an event-file suffix; a pattern gives its matches.
+    """
+    found: set[str] = set()
+    for item in inputs:
+        if Path(item).is_dir():
+            found.update(str(p) for p in Path(item).rglob("*") if p.suffix.lower() in SUFFIX_FORMAT)
+            continue
+        for pattern in expand_braces(item):
+            found.update(p for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+    return sorted(os.path.abspath(p) for p in found)
+
+
+def launcher_rank() -> int:
+    """This process's global rank when a launcher started it (0 for the first process)."""
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", 0)))
+    return int(os.environ.get("RANK", node * int(os.environ.get("LOCAL_WORLD_SIZE", 1)) + local))
+
+
+def pending_recordings(paths: Sequence[str], output: str) -> tuple[list[str], list[str]]:
+    """(to do, already done): done means in the output with the same checksum."""
+    from eventsnn.inference import completed, file_checksum
+
+    done_before = completed(output)
+    todo, done = [], []
+    for path in paths:
+        try:
+            same = path in done_before and file_checksum(path) == done_before[path]
+        except OSError:
+            same = False
+        (done if same else todo).append(path)
+    return todo, done
+
+
+def run_metadata(args: Any, recipe: Any, paths: Sequence[str], started: float) -> dict[str, Any]:
+    """What the results file records about this run."""
+    import h5py
+    import numpy
+    import pytorch_lightning
+    import torch
+
+    from eventsnn.inference import file_checksum
+
+    try:
+        from importlib.metadata import version
+
+        eventsnn_version = version("eventsnn")
+    except Exception:  # not installed as a distribution (a bare checkout)
+        eventsnn_version = "unknown"
+    return {
+        "checkpoint": os.path.abspath(args.checkpoint),
+        "checkpoint_sha256": file_checksum(args.checkpoint),
+        "mode": "encode" if args.encode_only else "predict",
+        "started": datetime.fromtimestamp(started, UTC).isoformat(),
+        "started_unix": started,
+        "versions": {
+            "eventsnn": eventsnn_version,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "pytorch_lightning": pytorch_lightning.__version__,
+            "numpy": numpy.__version__,
+            "h5py": h5py.__version__,
+        },
+        "parameters": {
+            **recipe.window.as_dict(),
+            "transform": recipe.transform_specs,
+            "sensor_size": recipe.sensor_size,
+            "batch_size": args.batch_size,
+            "devices": args.devices,
+            "num_nodes": args.num_nodes,
+            "strategy": args.strategy,
+            "inputs": list(args.inputs),
+            "recordings": len(paths),
+        },
+    }
+
+
+def summary(output: str, paths: Sequence[str], skipped: int, seconds: float) -> tuple[str, int]:
+    """The final table over this run's recordings and the number of failed ones."""
+    from eventsnn.inference import iter_records
+
+    wanted = set(paths)
+    records = [r for r in iter_records(output) if r.get("path") in wanted]
+    failed = [r for r in records if r.get("status") == "failed"]
+    events = sum(int(r.get("n_events", 0)) for r in records)
+    windows = sum(int(r.get("n_windows", 0)) for r in records)
+    processed = len(paths) - skipped
+    rate = events / seconds if seconds > 0 and processed else 0.0
+    rows = [
+        ("recordings", len(paths)),
+        ("skipped (done before)", skipped),
+        ("processed now", processed),
+        ("failed", len(failed)),
+        ("windows", windows),
+        ("events", events),
+        ("seconds", f"{seconds:.2f}"),
+        ("events/s (this run)", f"{rate:.3g}"),
+    ]
+    lines = [f"{name:<24}{value:>14}" for name, value in rows]
+    lines += [f"FAILED {_naming(r['path'], r['error'])}" for r in failed]
+    return "\n".join(lines), len(failed)
+
+
+def _naming(path: str, error: str) -> str:
+    """The error, prefixed with the path unless it already starts with it."""
+    return error if error.startswith(path) else f"{path}: {error}"
+
+
+def run(args: Any) -> int:
+    """Set up from the checkpoint, predict over the pending recordings, print the summary."""
+    import pytorch_lightning as pl
+
+    from eventsnn.checkpoint import load_model
+    from eventsnn.inference import (
+        RecordingTask,
+        ResultsWriter,
+        WindowConfig,
+        WindowDataModule,
+        WindowPredictor,
+        data_recipe,
+        merge,
+        parts_dir,
+        read_data_hparams,
+    )
+
+    started = time.time()
+    rank = launcher_rank()
+    paths = find_recordings(args.inputs)
+    if not paths:
+        print(f"eventsnn batch: error: no recordings match {args.inputs}", file=sys.stderr)
+        return 2
+    if args.overwrite and rank == 0:
+        Path(args.output).unlink(missing_ok=True)
+        shutil.rmtree(parts_dir(args.output), ignore_errors=True)
+    model = load_model(args.checkpoint)
+    window = None
+    if args.window_us is not None or args.window_events is not None:
+        window = WindowConfig(args.window_us, args.window_events, args.overlap)
+    input_shape = getattr(model, "input_shape", None)
+    recipe = data_recipe(
+        read_data_hparams(args.checkpoint), args.checkpoint, args.transform, window, input_shape
+    )
+    todo, done = pending_recordings(paths, args.output)
+    tasks = [RecordingTask(i, path) for i, path in enumerate(todo)]
+    metadata = run_metadata(args, recipe, paths, started)
+    if tasks:
+        trainer = pl.Trainer(
+            accelerator=args.accelerator,
+            devices=args.devices,
+            num_nodes=args.num_nodes,
+            strategy=args.strategy,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[ResultsWriter(args.output, tasks, metadata, progress=args.progress)],
+        )
+        data = WindowDataModule(
+            num_workers=args.num_workers,
+            tasks=tasks,
+            window=recipe.window,
+            transforms=recipe.transforms,
+            sensor_size=recipe.sensor_size,
+            batch_size=args.batch_size,
+            input_shape=None if args.encode_only else input_shape,
+        )
+        predictor = WindowPredictor(None if args.encode_only else model, args.encode_only)
+        trainer.predict(predictor, datamodule=data, return_predictions=False)
+        rank = trainer.global_rank
+    elif parts_dir(args.output).exists() and rank == 0:
+        merge(args.output, {**metadata, "seconds": time.time() - started})
+    if rank != 0:
+        return 0
+    table, failed = summary(args.output, paths, len(done), time.time() - started)
+    print(table)
+    return 1 if failed else 0
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: ``argv[0]`` is ``"batch"``."""
+    from eventsnn.checkpoint import CheckpointError
+    from eventsnn.data.errors import ConfigError
+    from eventsnn.events import EventsError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv[1:])
+    except Exception as error:  # jsonargparse raises ArgumentError or its own
+        print(f"eventsnn batch: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        return run(args)
+    except (ConfigError, CheckpointError, EventsError, OSError) as error:
+        print(f"eventsnn batch: error: {error}", file=sys.stderr)
+        return 2
