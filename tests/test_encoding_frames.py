@@ -59,6 +59,14 @@ def test_to_frame_hand_computed_counts():
     assert merged.shape == (1, 1, 2, 3) and merged.sum() == 3
 
 
+def test_merge_polarities_equals_the_sum_over_polarities():
+    ev = random_events(3000, (34, 34, 2), seed=5)
+    merged = to_frame(ev, (34, 34, 2), n_time_bins=4, merge_polarities=True)
+    assert merged.shape == (4, 1, 34, 34)
+    split = to_frame(ev, (34, 34, 2), n_time_bins=4)
+    np.testing.assert_array_equal(merged[:, 0], split.sum(axis=1))
+
+
 def test_frames_count_every_event_once_without_overlap():
     ev = random_events(10_000, (128, 128, 2), seed=3)
     assert to_frame(ev, (128, 128, 2), n_event_bins=10).sum() == 10_000

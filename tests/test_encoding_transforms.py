@@ -44,7 +44,17 @@ CASES = [
     ("SpatialJitter", {"sensor_size": NMNIST, "var_x": 2, "var_y": 1, "clip_outliers": True}),
     ("TimeJitter", {"std": 300, "sort_timestamps": True}),
     ("TimeJitter", {"std": 10}),
+    ("Decimation", {"n": 3}),
+    ("TimeSkew", {"coefficient": 1.3, "offset": 100}),
+    ("TimeSkew", {"coefficient": (0.8, 1.2), "offset": (0, 150)}),
+    ("TimeAlignment", {}),
 ]
+
+
+def test_every_tonic_transform_is_importable_from_ours():
+    names = {n for n in dir(tonic_transforms) if n[0].isupper() and n != "Callable"}
+    names -= {"Iterable"}
+    assert names <= set(transforms.__all__)
 
 
 @pytest.mark.parametrize(("name", "params"), CASES, ids=lambda c: str(c))

@@ -229,6 +229,20 @@ def refractory_mask(events, delta, width, height):
 
 
 @_jit
+def decimation_mask(events, n, width, height):
+    """Keep every n-th event of each pixel (the n-th, 2n-th, ...)."""
+    count = np.zeros((width, height), np.int64)
+    keep = np.empty(len(events), np.bool_)
+    for i in range(len(events)):
+        e = events[i]
+        count[e.x, e.y] += 1
+        keep[i] = count[e.x, e.y] >= n
+        if keep[i]:
+            count[e.x, e.y] = 0
+    return keep
+
+
+@_jit
 def last_times(events, ends, out):
     """out[k, p, y, x] = time of the last event at (p, y, x) among events[:ends[k]] (-inf: none)."""
     n_pol, height, width = out.shape[1], out.shape[2], out.shape[3]

@@ -12,7 +12,7 @@ import numpy as np
 
 from eventsnn.encoding import _kernels
 from eventsnn.encoding._boundary import checked_extent, event_array
-from eventsnn.events import EVENT_DTYPE
+from eventsnn.events import EVENT_DTYPE, EventsError
 
 
 def select(events: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -67,3 +67,22 @@ def refractory_period(
     """The events that `refractory_mask` keeps (see there)."""
     events = event_array(events)
     return select(events, refractory_mask(events, delta, sensor_size))
+
+
+def decimation_mask(
+    events: np.ndarray, n: int, sensor_size: Sequence[int] | None = None
+) -> np.ndarray:
+    """True for every n-th event of each pixel (tonic's Decimation, which loops per event)."""
+    if n < 1:
+        raise EventsError(f"n must be >= 1, got {n}")
+    events = event_array(events)
+    if len(events) == 0:
+        return np.zeros(0, bool)
+    width, height = checked_extent(events, sensor_size)
+    return _kernels.decimation_mask(events, n, width, height)
+
+
+def decimate(events: np.ndarray, n: int, sensor_size: Sequence[int] | None = None) -> np.ndarray:
+    """The events that `decimation_mask` keeps."""
+    events = event_array(events)
+    return select(events, decimation_mask(events, n, sensor_size))

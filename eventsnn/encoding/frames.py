@@ -50,13 +50,15 @@ def to_frame(
     start_time: float | None = None,
     end_time: float | None = None,
     dtype: DTypeLike = np.int16,
+    merge_polarities: bool = False,
 ) -> np.ndarray:
     """Count events into frames of shape (T, P, H, W), equal to tonic's `to_frame_numpy`.
 
     Exactly one of time_window (us), event_count, n_time_bins, n_event_bins chooses the slicing;
     overlap is in us, events, or a fraction of a bin accordingly. Audio events (y = 0, sensor
     (channels, 1, P)) give (T, P, 1, channels). The default int16 counts wrap past 32767 like
-    tonic's; pass dtype=np.float32 for float frames.
+    tonic's; pass dtype=np.float32 for float frames. merge_polarities counts both polarities
+    into one channel (T, 1, H, W) whatever the sensor's polarity count.
 
     Well-defined edge cases: no events gives zero frames (n_time_bins or n_event_bins of them, else
     one); a window longer than the recording gives one frame with every event; a zero-duration
@@ -74,6 +76,7 @@ def to_frame(
         )
     events = event_array(events)
     width, height, n_pol = as_sensor_size(sensor_size)
+    n_pol = 1 if merge_polarities else n_pol
     if len(events) == 0:
         n_frames = _n_empty_frames(n_time_bins, n_event_bins)
         return np.zeros((n_frames, n_pol, height, width), dtype)
@@ -90,12 +93,12 @@ def to_frame(
     )
     frames = np.zeros((len(starts), n_pol, height, width), dtype)
     status = _kernels.accumulate_frames(events, starts, ends, width, height, frames)
-    if status == _kernels.MIXED_POLARITY:
+    if status == _kernels.MIXED_POLARITY and not merge_polarities:
         raise EventsError(
             f"sensor_size {tuple(sensor_size)} has one polarity but the events hold both; "
             "merge them first (MergePolarities) or use 2 polarities"
         )
-    if status != _kernels.ALL_VALID:
+    if status not in (_kernels.ALL_VALID, _kernels.MIXED_POLARITY):
         raise_bad_event(events, sensor_size, status)
     return frames
 

@@ -96,11 +96,25 @@ def downsample(
     With spatial factors from a (target / sensor) size this is tonic's Downsample, e.g. SHD's
     700 audio channels to 70 with spatial_factor=0.1 (channel c -> c // 10).
     """
-    events = _checked_copy(events)
+    events = time_skew(events, time_factor)
     if np.ndim(spatial_factor) == 0:
         spatial_factor = (spatial_factor, spatial_factor)
     fx, fy = spatial_factor
-    events["t"] = events["t"] * time_factor + 0
     events["x"] = events["x"] * fx
     events["y"] = events["y"] * fy
+    return events
+
+
+def time_skew(events: np.ndarray, coefficient: float, offset: float = 0) -> np.ndarray:
+    """t' = t * coefficient + offset, truncated to integers as tonic's TimeSkew does."""
+    events = _checked_copy(events)
+    events["t"] = events["t"] * coefficient + offset
+    return events
+
+
+def align_time(events: np.ndarray) -> np.ndarray:
+    """Shift times so the first event is at t = 0 (tonic's TimeAlignment)."""
+    events = _checked_copy(events)
+    if len(events):
+        events["t"] -= events["t"][0]
     return events

@@ -2,7 +2,9 @@
 
 Each is a frozen dataclass that drops into `tonic.transforms.Compose` or a tonic dataset's
 `transform=`, accepts the event dtypes tonic's datasets produce (converted at the boundary), and
-calls a pure function of this package. Switch from tonic by changing the import.
+calls a pure function of this package. Switch from tonic by changing the import: tonic's
+transforms that are not a hot path (Compose, NumpyAsType, ToSparseTensor, ToBinaRep, ...) are
+re-exported from tonic unchanged.
 """
 
 from __future__ import annotations
@@ -12,6 +14,22 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import DTypeLike
+
+# tonic's own, re-exported so `from eventsnn.encoding.transforms import X` covers tonic's set
+from tonic.transforms import (
+    Compose,
+    DropPixel,
+    EventDownsampling,
+    EventDrop,
+    NumpyAsType,
+    RandomDropPixel,
+    Repeat,
+    ToAveragedTimesurface,
+    ToBinaRep,
+    ToOneHotEncoding,
+    ToSparseTensor,
+    UniformNoise,
+)
 
 from eventsnn.encoding import augment, filters, frames, geometry, surfaces, voxel
 from eventsnn.encoding._boundary import from_tonic_layout
@@ -43,7 +61,10 @@ def _sampled(value: float | tuple[float, float]) -> float:
 
 @dataclass(frozen=True)
 class ToFrame:
-    """Events to frames (T, P, H, W) (or (T, P, channels) for audio without y): `to_frame`."""
+    """Events to frames (T, P, H, W) (or (T, P, channels) for audio without y): `to_frame`.
+
+    Beyond tonic's parameters: dtype (int16 as tonic, or e.g. float32) and merge_polarities.
+    """
 
     sensor_size: tuple[int, int, int] | None
     time_window: float | None = None
@@ -55,6 +76,7 @@ class ToFrame:
     start_time: float | None = None
     end_time: float | None = None
     dtype: DTypeLike = np.int16
+    merge_polarities: bool = False
 
     def __call__(self, events: np.ndarray) -> np.ndarray:
         ours = from_tonic_layout(events)
@@ -70,6 +92,7 @@ class ToFrame:
             start_time=self.start_time,
             end_time=self.end_time,
             dtype=self.dtype,
+            merge_polarities=self.merge_polarities,
         )
         return out if _has_y(events) else out[:, :, 0, :]
 
@@ -361,3 +384,72 @@ class TimeJitter:
             events,
             lambda ev: augment.time_jitter(ev, shifts, self.clip_negative, self.sort_timestamps),
         )
+
+
+@dataclass(frozen=True)
+class Decimation:
+    """Keep every n-th event of each pixel: `filters.decimate`."""
+
+    n: int
+
+    def __call__(self, events: np.ndarray) -> np.ndarray:
+        return _filtered(events, lambda ev: filters.decimation_mask(ev, self.n))
+
+
+@dataclass(frozen=True)
+class TimeSkew:
+    """t' = t * coefficient + offset; (low, high) tuples draw from np.random: `time_skew`."""
+
+    coefficient: float | tuple[float, float]
+    offset: float | tuple[float, float] = 0
+
+    def __call__(self, events: np.ndarray) -> np.ndarray:
+        coefficient, offset = _ratio(self.coefficient), _ratio(self.offset)
+        return _mapped(events, lambda ev: geometry.time_skew(ev, coefficient, offset))
+
+
+@dataclass(frozen=True)
+class TimeAlignment:
+    """Shift times so the first event is at t = 0: `geometry.align_time`."""
+
+    def __call__(self, events: np.ndarray) -> np.ndarray:
+        return _mapped(events, geometry.align_time)
+
+
+__all__ = [
+    "CenterCrop",
+    "Compose",
+    "CropTime",
+    "Decimation",
+    "Denoise",
+    "Downsample",
+    "DropEvent",
+    "DropEventByArea",
+    "DropEventByTime",
+    "DropPixel",
+    "EventDownsampling",
+    "EventDrop",
+    "MergePolarities",
+    "NumpyAsType",
+    "RandomCrop",
+    "RandomDropPixel",
+    "RandomFlipLR",
+    "RandomFlipPolarity",
+    "RandomFlipUD",
+    "RandomTimeReversal",
+    "RefractoryPeriod",
+    "Repeat",
+    "SpatialJitter",
+    "TimeAlignment",
+    "TimeJitter",
+    "TimeSkew",
+    "ToAveragedTimesurface",
+    "ToBinaRep",
+    "ToFrame",
+    "ToImage",
+    "ToOneHotEncoding",
+    "ToSparseTensor",
+    "ToTimesurface",
+    "ToVoxelGrid",
+    "UniformNoise",
+]
