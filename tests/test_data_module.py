@@ -45,6 +45,8 @@ def test_cache_key_changes_with_every_transform_parameter():
     denoise = tonic_transforms.Denoise(filter_time=1000)
     assert cache_key(describe([denoise, frames])) != cache_key(describe([frames]))
     assert describe(np.arange(3)) != describe(np.arange(1, 4))
+    as_parsed = dataclasses.replace(frames, overlap=0.0, sensor_size=[34, 34, 2])
+    assert cache_key(describe([as_parsed])) == cache_key(describe([frames]))
 
 
 def test_disk_cache_computes_once_then_reads_from_disk(tmp_path: Path):

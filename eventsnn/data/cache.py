@@ -35,10 +35,12 @@ def describe(obj: Any) -> Any:
     Dataclasses (tonic's and our transforms) give their fields, other objects their public
     attributes, functions their import path, arrays a digest of their bytes.
     """
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and obj.is_integer():
+        return int(obj)  # 0 and 0.0 (YAML vs. a parser's cast) configure a transform alike
     if obj is None or isinstance(obj, bool | int | float | str):
         return obj
-    if isinstance(obj, np.generic):
-        return obj.item()
     if isinstance(obj, torch.Tensor):
         obj = obj.detach().cpu().numpy()
     if isinstance(obj, np.ndarray):

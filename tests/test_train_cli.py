@@ -1,0 +1,84 @@
+"""The training CLI: every recipe in conf/ runs one batch; recipe mistakes give one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fixtures.datasets.layouts import write_dvsgesture, write_nmnist, write_shd
+
+from pipelines.train import argument_error_line, main
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+FIXTURES = {"nmnist": write_nmnist, "dvsgesture": write_dvsgesture, "shd": write_shd}
+TINY_OFFLINE = {"ndigits": "{samples_per_class: 5}"}
+
+
+def fit_args(recipe: str, root: Path, *extra: str) -> list[str]:
+    """``fit`` on a recipe with data and logs under ``root``, one batch, no workers."""
+    args = ["fit", "--config", str(CONF / f"{recipe}.yaml"), "--data.root", str(root)]
+    args += ["--trainer.logger.init_args.save_dir", str(root / "runs")]
+    args += ["--trainer.default_root_dir", str(root / "runs")]
+    args += ["--trainer.enable_progress_bar", "false", "--data.num_workers", "0"]
+    if recipe in TINY_OFFLINE:
+        args += ["--data.dataset_options", TINY_OFFLINE[recipe]]
+    return args + list(extra)
+
+
+def error_of(capsys: pytest.CaptureFixture, args: list[str]) -> str:
+    """The stderr of a run that must fail with exit code 2 and exactly one error line."""
+    assert main(args) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("recipe", sorted(p.stem for p in CONF.glob("*.yaml")))
+def test_every_recipe_fits_one_batch(tmp_path: Path, capsys, recipe: str):
+    if recipe in FIXTURES:
+        FIXTURES[recipe](tmp_path)
+    elif recipe not in TINY_OFFLINE:
+        pytest.skip(f"no offline data or fixture for {recipe}")
+    assert main(fit_args(recipe, tmp_path, "--trainer.fast_dev_run", "true")) == 0
+    assert "test accuracy: " in capsys.readouterr().out
+
+
+def test_print_config_prints_the_resolved_recipe(capsys):
+    assert main(["fit", "--config", str(CONF / "ndigits.yaml"), "--print_config"]) == 0
+    out = capsys.readouterr().out
+    assert "class_path: eventsnn.models.SpikingClassifier" in out and "dataset: NDigits" in out
+
+
+def test_misspelt_key_names_the_key(tmp_path: Path, capsys):
+    recipe = (CONF / "ndigits.yaml").read_text().replace("readout:", "readot:")
+    (tmp_path / "typo.yaml").write_text(recipe)
+    line = error_of(capsys, ["fit", "--config", str(tmp_path / "typo.yaml")])
+    assert "model.readot: no such key" in line
+
+
+def test_unknown_dataset_names_the_key(tmp_path: Path, capsys):
+    line = error_of(capsys, fit_args("ndigits", tmp_path, "--data.dataset", "NMIST"))
+    assert "data.dataset: unknown dataset 'NMIST'" in line
+
+
+def test_missing_dataset_without_download_names_the_key(tmp_path: Path, capsys):
+    line = error_of(capsys, fit_args("nmnist", tmp_path))
+    assert "data.download: NMNIST is not under" in line and "download: true" in line
+
+
+def test_network_for_another_sensor_size_names_the_key(tmp_path: Path, capsys):
+    args = fit_args("ndigits", tmp_path, "--model.input_shape", "[2, 32, 32]")
+    line = error_of(capsys, args)
+    assert "model.input_shape: [2, 32, 32] does not fit the data" in line
+    assert "[2, 34, 34]" in line
+
+
+def test_argument_error_line_keeps_the_informative_line():
+    message = (
+        'Parser key "data":\n  Does not validate against any of the Union subtypes\n'
+        "  Subtypes: [<class 'X'>, <class 'NoneType'>]\n  Errors:\n"
+        "    - Problem with given class_path 'eventsnn.data.EventDataModule':\n"
+        "        Expected a <class 'int'>. Got value: many\n"
+        "    - Expected a <class 'NoneType'>\n  Given value type: <class 'dict'>"
+    )
+    assert argument_error_line(message) == "data: Expected a <class 'int'>. Got value: many"
