@@ -91,17 +91,17 @@ def test_bad_combinations_raise():
 
 
 CONFIGS = [
-    {},
-    {"reset": "zero"},
-    {"reset": "none"},
-    {"multi_spike": True},
-    {"multi_spike": True, "reset": "zero"},
-    {"reset_delay": True},
-    {"threshold_low": -0.3},
-    {"adapt_decay": 0.8, "adapt_scale": 0.4},
-    {"adapt_decay": 0.8, "adapt_scale": 0.4, "reset_amount": 0.7, "threshold_low": -0.2},
-    {"detach_reset": True},
-    {"detach_reset": True, "reset_delay": True},
+    ({}, True),
+    ({"reset": "zero"}, False),
+    ({"reset": "none"}, False),
+    ({"multi_spike": True}, False),
+    ({"multi_spike": True, "reset": "zero"}, False),
+    ({"reset_delay": True}, True),
+    ({"threshold_low": -0.3}, False),
+    ({"adapt_decay": 0.8, "adapt_scale": 0.4}, True),
+    ({"adapt_decay": 0.8, "adapt_scale": 0.4, "reset_amount": 0.7, "threshold_low": -0.2}, False),
+    ({"detach_reset": True}, False),
+    ({"detach_reset": True, "reset_delay": True}, False),
 ]
 
 
@@ -119,9 +119,9 @@ def _inputs(dtype, synaptic, adaptive, seed=0, steps=7):
     return x, beta, alpha, state
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=str)
-@pytest.mark.parametrize("synaptic", [False, True])
+@pytest.mark.parametrize(("cfg", "synaptic"), CONFIGS, ids=str)
 def test_fused_equals_loop_forward_bit_for_bit_and_backward(cfg, synaptic):
+    """float64: same spikes, membrane and state; gradients of every input and parameter agree."""
     config = NeuronConfig(**cfg)
     x, beta, alpha, state = _inputs(torch.float64, synaptic, config.adaptive)
     state = NeuronState(*(None if t is None else t.requires_grad_() for t in state))
@@ -141,11 +141,17 @@ def test_fused_equals_loop_forward_bit_for_bit_and_backward(cfg, synaptic):
         assert torch.equal(a, b)
     for a, b in zip(grads_ref, grads_fused, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
-    # the same in float32, forward bit for bit
-    x32, beta32, alpha32, state32 = _inputs(torch.float32, synaptic, config.adaptive)
-    s1, u1, _ = neuron_loop(x32, state32, beta32, alpha32, config)
-    s2, u2, _ = kernels.fused_sequence(x32, state32, beta32, alpha32, config)
-    assert torch.equal(s1, s2) and torch.equal(u1, u2)
+
+
+@pytest.mark.parametrize(
+    "cfg", [{}, {"multi_spike": True}, {"adapt_decay": 0.8, "adapt_scale": 0.4}]
+)
+def test_fused_equals_loop_bit_for_bit_in_float32(cfg):
+    config = NeuronConfig(**cfg)
+    x, beta, alpha, state = _inputs(torch.float32, True, config.adaptive)
+    s1, u1, f1 = neuron_loop(x, state, beta, alpha, config)
+    s2, u2, f2 = kernels.fused_sequence(x, state, beta, alpha, config)
+    assert torch.equal(s1, s2) and torch.equal(u1, u2) and torch.equal(f1.v, f2.v)
 
 
 @pytest.mark.parametrize(

@@ -9,35 +9,26 @@ float operations in the same order as `functional.neuron_step`, so the forward i
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
+from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import njit
 
 from eventsnn.nn.functional import NeuronConfig, NeuronState
 
 # slots of the scalar array (kept in the data's dtype so float32 maths stays float32)
 _THR, _AMOUNT, _LOW, _RHO, _SCALE, _SPARAM, _ZERO, _ONE = range(8)
-# slots of the integer flag array
-(
-    _MODE,
-    _MULTI,
-    _DELAY,
-    _SYN,
-    _ADAPT,
-    _KIND,
-    _HAS_AMOUNT,
-    _HAS_LOW,
-    _DETACH,
-    _NEED_BETA,
-    _NEED_ALPHA,
-    _HAS_GS,
-    _HAS_GU,
-) = range(13)
+# bits of the config code; the kernels get it as a compile-time literal, so each config has its
+# own branch-free (vectorised) machine code
+_MULTI, _DELAY, _SYN, _ADAPT, _HAS_AMOUNT, _HAS_LOW, _DETACH = (1 << k for k in range(2, 9))
+_KIND_SHIFT = 9  # 3 bits
+# backward-only bits: which gradients arrive and which are wanted
+_HAS_GS, _HAS_GU, _NEED_BETA, _NEED_ALPHA = (1 << k for k in range(12, 16))
 _RESET_CODES = {"subtract": 0, "zero": 1, "none": 2}
-_BLOCK = 2048  # features per work item: long enough to vectorise, short enough to share out
 
 
 def applies(x: torch.Tensor, cfg: NeuronConfig) -> bool:
@@ -50,7 +41,20 @@ def applies(x: torch.Tensor, cfg: NeuronConfig) -> bool:
     )
 
 
-@njit(inline="always", cache=True)
+def config_code(cfg: NeuronConfig, synaptic: bool) -> int:
+    """The config's switches packed into one int (see the bit constants above)."""
+    bits = [cfg.multi_spike, cfg.reset_delay, synaptic, cfg.adaptive]
+    bits += [cfg.reset_amount is not None, cfg.threshold_low is not None, cfg.detach_reset]
+    code = _RESET_CODES[cfg.reset] | (cfg.surrogate.kind << _KIND_SHIFT)
+    for k, bit in enumerate(bits):
+        code |= int(bit) << (k + 2)
+    return code
+
+
+_JIT = {"nogil": True, "cache": True, "error_model": "numpy"}
+
+
+@njit(inline="always", **_JIT)
 def _surrogate(kind, p, z):
     if kind == 0:
         d = p * abs(z) + 1.0
@@ -69,14 +73,14 @@ def _surrogate(kind, p, z):
     return 1.0
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", **_JIT)
 def _spike(u, theta, multi, zero, one):
     if multi:
         return np.floor(u / theta) if u > zero else zero
     return one if u >= theta else zero
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", **_JIT)
 def _reset(u, s, amount, mode, zero, one):
     if mode == 0:
         return u - amount * s
@@ -85,101 +89,133 @@ def _reset(u, s, amount, mode, zero, one):
     return u
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", **_JIT)
 def _clamp(v, low, has_low, zero):
     if has_low:
         return max(v - low, zero) + low
     return v
 
 
-@njit(inline="always", cache=True)
-def _membrane_after(u, a_before, sc, fl):
-    """The state v after step t, rebuilt from that step's membrane u and adaptation."""
-    if fl[_DELAY]:
+@njit(inline="always", **_JIT)
+def _membrane_after(code, u, a_before, sc):  # pragma: no cover
+    """The state v after a step, rebuilt from that step's membrane u and prior adaptation."""
+    if code & _DELAY:
         return u
-    theta = sc[_THR] + sc[_SCALE] * a_before if fl[_ADAPT] else sc[_THR]
-    amount = sc[_AMOUNT] if fl[_HAS_AMOUNT] else theta
-    s = _spike(u, theta, fl[_MULTI], sc[_ZERO], sc[_ONE])
-    pre = _reset(u, s, amount, fl[_MODE], sc[_ZERO], sc[_ONE])
-    return _clamp(pre, sc[_LOW], fl[_HAS_LOW], sc[_ZERO])
+    theta = sc[_THR] + sc[_SCALE] * a_before if code & _ADAPT else sc[_THR]
+    amount = sc[_AMOUNT] if code & _HAS_AMOUNT else theta
+    s = _spike(u, theta, code & _MULTI, sc[_ZERO], sc[_ONE])
+    pre = _reset(u, s, amount, code & 3, sc[_ZERO], sc[_ONE])
+    return _clamp(pre, sc[_LOW], code & _HAS_LOW, sc[_ZERO])
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _forward(x, beta, alpha, sc, fl, v, i, a, s_out, u_out, i_seq, a_seq):  # pragma: no cover
-    """x (T, B, F); v, i, a (B, F) start as the initial state and end as the final one."""
-    n_t, n_b, n_f = x.shape
-    zero, one = sc[_ZERO], sc[_ONE]
-    thr, low, rho, scale = sc[_THR], sc[_LOW], sc[_RHO], sc[_SCALE]
-    mode, multi, delay = fl[_MODE], fl[_MULTI], fl[_DELAY]
-    syn, adapt, has_low, has_amount = fl[_SYN], fl[_ADAPT], fl[_HAS_LOW], fl[_HAS_AMOUNT]
-    blocks = (n_f + _BLOCK - 1) // _BLOCK
-    for job in prange(n_b * blocks):
-        b = job // blocks
-        lo = (job % blocks) * _BLOCK
-        hi = min(n_f, lo + _BLOCK)
-        for t in range(n_t):
-            for f in range(lo, hi):
-                drive = x[t, b, f]
+# The kernels work on flat (T, N) sequences and (N,) states and decays (N = B * features) and
+# handle a range lo..hi of N; each time step's rows are 1-D slices, which LLVM vectorises.
+
+
+@functools.cache
+def _forward_kernel(code: int):
+    """The forward kernel specialised for one config code (its switches are constants)."""
+    mode, multi, delay, syn = code & 3, bool(code & _MULTI), bool(code & _DELAY), bool(code & _SYN)
+    adapt, has_amount, has_low = (
+        bool(code & _ADAPT),
+        bool(code & _HAS_AMOUNT),
+        bool(code & _HAS_LOW),
+    )
+
+    @njit(**_JIT)
+    def forward(
+        x, beta, alpha, sc, v, i, a, s_seq, u_seq, i_seq, a_seq, lo, hi
+    ):  # pragma: no cover
+        """Elements lo..hi of x (T, N); v, i, a (N,) go from initial to final state."""
+        zero, one = sc[_ZERO], sc[_ONE]
+        thr, low, rho, scale, fixed_amount = sc[_THR], sc[_LOW], sc[_RHO], sc[_SCALE], sc[_AMOUNT]
+        vr, ir, ar, br, alr = v[lo:hi], i[lo:hi], a[lo:hi], beta[lo:hi], alpha[lo:hi]
+        for t in range(x.shape[0]):
+            xr, s_out, u_out = x[t, lo:hi], s_seq[t, lo:hi], u_seq[t, lo:hi]
+            i_out, a_out = i_seq[t, lo:hi], a_seq[t, lo:hi]
+            for f in range(xr.shape[0]):
+                drive = xr[f]
                 if syn:
-                    drive = alpha[f] * i[b, f] + drive
-                    i[b, f] = drive
-                    i_seq[t, b, f] = drive
+                    drive = alr[f] * ir[f] + drive
+                    ir[f] = drive
+                    i_out[f] = drive
                 theta = thr
                 if adapt:
-                    a_seq[t, b, f] = a[b, f]
-                    theta = thr + scale * a[b, f]
-                amount = sc[_AMOUNT] if has_amount else theta
-                vv = v[b, f]
+                    a_out[f] = ar[f]
+                    theta = thr + scale * ar[f]
+                amount = fixed_amount if has_amount else theta
+                vv = vr[f]
                 if delay:
                     pending = one if vv >= theta else zero
-                    uu = beta[f] * vv + drive - amount * pending
+                    uu = br[f] * vv + drive - amount * pending
                     ss = one if uu >= theta else zero
-                    v[b, f] = uu
+                    vr[f] = uu
                 else:
-                    uu = beta[f] * vv + drive
+                    uu = br[f] * vv + drive
                     ss = _spike(uu, theta, multi, zero, one)
-                    v[b, f] = _clamp(_reset(uu, ss, amount, mode, zero, one), low, has_low, zero)
+                    vr[f] = _clamp(_reset(uu, ss, amount, mode, zero, one), low, has_low, zero)
                 if adapt:
-                    a[b, f] = rho * a[b, f] + ss
-                u_out[t, b, f] = uu
-                s_out[t, b, f] = ss
+                    ar[f] = rho * ar[f] + ss
+                u_out[f] = uu
+                s_out[f] = ss
+
+    return forward
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _backward(
-    gs, gu_ext, u, i_seq, a_seq, v0, i0, beta, alpha, sc, fl, gx, gv, gi, ga, gbeta, galpha
-):  # pragma: no cover
-    """Reverse-time pass; gv, gi, ga start as the final state's grads, end as the initial's."""
-    n_t, n_b, n_f = u.shape
-    zero, one = sc[_ZERO], sc[_ONE]
-    thr, low, rho, scale, sparam = sc[_THR], sc[_LOW], sc[_RHO], sc[_SCALE], sc[_SPARAM]
-    mode, delay, multi, kind = fl[_MODE], fl[_DELAY], fl[_MULTI], fl[_KIND]
-    syn, adapt, has_low, has_amount = fl[_SYN], fl[_ADAPT], fl[_HAS_LOW], fl[_HAS_AMOUNT]
-    detach, need_beta, need_alpha = fl[_DETACH], fl[_NEED_BETA], fl[_NEED_ALPHA]
-    has_gs, has_gu = fl[_HAS_GS], fl[_HAS_GU]
-    blocks = (n_f + _BLOCK - 1) // _BLOCK
-    for job in prange(n_b * blocks):
-        b = job // blocks
-        lo = (job % blocks) * _BLOCK
-        hi = min(n_f, lo + _BLOCK)
-        for t in range(n_t - 1, -1, -1):
-            for f in range(lo, hi):
-                uu = u[t, b, f]
-                a_before = a_seq[t, b, f] if adapt else zero
-                theta = thr + scale * a_before if adapt else thr
-                amount = sc[_AMOUNT] if has_amount else theta
+@functools.cache
+def _backward_kernel(code: int):
+    """The backward kernel specialised for one config code (and which grads exist/are needed)."""
+    mode, multi, delay, syn = code & 3, bool(code & _MULTI), bool(code & _DELAY), bool(code & _SYN)
+    adapt, has_amount, has_low = (
+        bool(code & _ADAPT),
+        bool(code & _HAS_AMOUNT),
+        bool(code & _HAS_LOW),
+    )
+    detach, kind = bool(code & _DETACH), (code >> _KIND_SHIFT) & 7
+    has_gs, has_gu = bool(code & _HAS_GS), bool(code & _HAS_GU)
+    need_beta, need_alpha = bool(code & _NEED_BETA), bool(code & _NEED_ALPHA)
+    need_prev = need_beta or (delay and not detach)
+
+    @njit(**_JIT)
+    def backward(
+        gs_seq, gu_seq, u_seq, i_seq, a_seq, v0, i0, beta, alpha, sc,
+        gx_seq, gv, gi, ga, gbeta, galpha, lo, hi,
+    ):  # pragma: no cover  # fmt: skip
+        """Reverse-time pass over elements lo..hi; gv, gi, ga go from final- to initial-state
+        grads. The membrane before step t is rebuilt from u[t-1] (v0 at t = 0)."""
+        zero, one = sc[_ZERO], sc[_ONE]
+        thr, low, rho, scale, sparam = sc[_THR], sc[_LOW], sc[_RHO], sc[_SCALE], sc[_SPARAM]
+        fixed_amount = sc[_AMOUNT]
+        gvr, gir, gar, gbr, galr = gv[lo:hi], gi[lo:hi], ga[lo:hi], gbeta[lo:hi], galpha[lo:hi]
+        br, alr, v0r = beta[lo:hi], alpha[lo:hi], v0[lo:hi]
+        for t in range(u_seq.shape[0] - 1, -1, -1):
+            p = max(t - 1, 0)
+            first = t == 0
+            u, u_prev, a_now, a_prev = (
+                u_seq[t, lo:hi],
+                u_seq[p, lo:hi],
+                a_seq[t, lo:hi],
+                a_seq[p, lo:hi],
+            )
+            gs, gu_ext, gx = gs_seq[t, lo:hi], gu_seq[t, lo:hi], gx_seq[t, lo:hi]
+            i_prev = i0[lo:hi] if first else i_seq[p, lo:hi]
+            for f in range(u.shape[0]):
+                uu = u[f]
+                theta = thr + scale * a_now[f] if adapt else thr
+                amount = fixed_amount if has_amount else theta
                 sg = _surrogate(kind, sparam, uu - theta)
                 ss = _spike(uu, theta, multi, zero, one)
-                gs_tot = gs[t, b, f] if has_gs else zero
+                gs_tot = gs[f] if has_gs else zero
                 if adapt:
-                    gs_tot += ga[b, f]
-                g = gv[b, f]
-                need_prev = need_beta or (delay and not detach)
-                if t > 0:
-                    a_prev = a_seq[t - 1, b, f] if adapt else zero
-                    v_prev = _membrane_after(u[t - 1, b, f], a_prev, sc, fl) if need_prev else zero
-                else:
-                    v_prev = v0[b, f]
+                    gs_tot += gar[f]
+                g = gvr[f]
+                v_prev = zero
+                if need_prev:
+                    if first:
+                        v_prev = v0r[f]
+                    else:
+                        a_before = a_prev[f] if adapt else zero
+                        v_prev = _membrane_after(code, u_prev[f], a_before, sc)
                 g_theta = zero
                 if delay:
                     gu = g + gs_tot * sg
@@ -202,44 +238,52 @@ def _backward(
                     gu += gs_tot * sg
                     g_theta -= gs_tot * sg
                     if adapt:
-                        ga[b, f] = rho * ga[b, f] + scale * g_theta
+                        gar[f] = rho * gar[f] + scale * g_theta
                 if has_gu:
-                    gu += gu_ext[t, b, f]
-                g_prev = beta[f] * gu
+                    gu += gu_ext[f]
+                g_prev = br[f] * gu
                 if delay and not detach:
                     g_prev -= amount * gu * _surrogate(kind, sparam, v_prev - theta)
                 if need_beta:
-                    gbeta[b, f] += gu * v_prev
+                    gbr[f] += gu * v_prev
                 if syn:
-                    gi_tot = gu + gi[b, f]
-                    gx[t, b, f] = gi_tot
+                    gi_tot = gu + gir[f]
+                    gx[f] = gi_tot
                     if need_alpha:
-                        galpha[b, f] += gi_tot * (i_seq[t - 1, b, f] if t > 0 else i0[b, f])
-                    gi[b, f] = alpha[f] * gi_tot
+                        galr[f] += gi_tot * i_prev[f]
+                    gir[f] = alr[f] * gi_tot
                 else:
-                    gx[t, b, f] = gu
-                gv[b, f] = g_prev
+                    gx[f] = gu
+                gvr[f] = g_prev
+
+    return backward
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().numpy()
-
-
-def _per_feature(p: torch.Tensor | None, feat: torch.Size, like: torch.Tensor) -> torch.Tensor:
-    """A decay broadcast to one sample's feature shape and flattened (F,)."""
+def _per_element(
+    p: torch.Tensor | None, step_shape: torch.Size, like: torch.Tensor
+) -> torch.Tensor:
+    """A decay broadcast to one step's shape (B, ...) and flattened (N,); (0,) when absent."""
     if p is None:
-        return torch.zeros(1, dtype=like.dtype)
-    return torch.broadcast_to(p.detach().to(like.dtype), feat).reshape(-1).contiguous()
+        return like.new_zeros(0)
+    return torch.broadcast_to(p.detach().to(like.dtype), step_shape).reshape(-1).contiguous()
 
 
-def _state(t: torch.Tensor | None, shape: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
-    if t is None:
-        return torch.zeros((0, 0), dtype=like.dtype)
-    return t.detach().reshape(shape).to(like.dtype).clone()
+_POOL: list[ThreadPoolExecutor] = []
 
 
-def _set_threads() -> None:
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+def _run(kernel, args: tuple, n: int) -> None:
+    """kernel(*args, lo, hi) over 0..n split in torch.get_num_threads() parts (it drops the GIL)."""
+    args = tuple(a.detach().numpy() if isinstance(a, torch.Tensor) else a for a in args)
+    parts = max(1, min(torch.get_num_threads(), n // 4096))
+    if parts == 1:
+        kernel(*args, 0, n)
+        return
+    if not _POOL or _POOL[0]._max_workers < parts:
+        _POOL[:] = [ThreadPoolExecutor(parts, thread_name_prefix="eventsnn-neuron")]
+    bounds = [n * k // parts // 16 * 16 for k in range(parts)] + [n]
+    jobs = [_POOL[0].submit(kernel, *args, lo, hi) for lo, hi in itertools.pairwise(bounds)]
+    for job in jobs:
+        job.result()
 
 
 class _FusedNeuron(torch.autograd.Function):
@@ -247,112 +291,75 @@ class _FusedNeuron(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, v0, i0, a0, beta, alpha, cfg: NeuronConfig):  # noqa: D102
-        n_t, n_b, feat = x.shape[0], x.shape[1], x.shape[2:]
-        n_f = math.prod(feat)
-        x3 = x.detach().contiguous().view(n_t, n_b, n_f)
-        beta_f = _per_feature(beta, feat, x)
-        alpha_f = _per_feature(alpha, feat, x)
-        sc = np.array(
-            [
-                cfg.threshold,
-                0.0 if cfg.reset_amount is None else cfg.reset_amount,
-                0.0 if cfg.threshold_low is None else cfg.threshold_low,
-                0.0 if cfg.adapt_decay is None else cfg.adapt_decay,
-                cfg.adapt_scale,
-                cfg.surrogate.param,
-                0.0,
-                1.0,
-            ],
-            dtype=x3.numpy().dtype,
-        )
-        fl = np.array(
-            [
-                _RESET_CODES[cfg.reset],
-                cfg.multi_spike,
-                cfg.reset_delay,
-                alpha is not None,
-                cfg.adaptive,
-                cfg.surrogate.kind,
-                cfg.reset_amount is not None,
-                cfg.threshold_low is not None,
-                cfg.detach_reset,
-                beta.requires_grad,
-                alpha is not None and alpha.requires_grad,
-                1,
-                1,
-            ],
-            dtype=np.int64,
-        )
-        v = _state(v0, (n_b, n_f), x)
-        i = _state(i0, (n_b, n_f), x)
-        a = _state(a0, (n_b, n_f), x)
-        s = torch.empty_like(x3)
-        u = torch.empty_like(x3)
-        i_seq = torch.empty_like(x3) if alpha is not None else torch.zeros((0, 0, 0), dtype=x.dtype)
-        a_seq = torch.empty_like(x3) if cfg.adaptive else torch.zeros((0, 0, 0), dtype=x.dtype)
-        _set_threads()
-        _forward(
-            _np(x3), _np(beta_f), _np(alpha_f), sc, fl, _np(v), _np(i), _np(a),
-            _np(s), _np(u), _np(i_seq), _np(a_seq),
-        )  # fmt: skip
-        ctx.save_for_backward(u, i_seq, a_seq, v0.detach().reshape(n_b, n_f), beta, alpha)
-        ctx.i0 = _state(i0, (n_b, n_f), x)
-        ctx.sc, ctx.fl, ctx.shapes = sc, fl, (x.shape, v0.shape, feat, n_f)
+        n_t, step_shape = x.shape[0], x.shape[1:]
+        n = math.prod(step_shape)
+        x2 = x.detach().contiguous().view(n_t, n)
+        params = [cfg.threshold, cfg.reset_amount, cfg.threshold_low, cfg.adapt_decay]
+        params += [cfg.adapt_scale, cfg.surrogate.param, 0.0, 1.0]
+        sc = np.array([0.0 if p is None else p for p in params], dtype=x2.numpy().dtype)
+        code = config_code(cfg, alpha is not None)
+
+        def state(t: torch.Tensor | None) -> torch.Tensor:
+            return x2.new_zeros(0) if t is None else t.detach().reshape(n).to(x.dtype).clone()
+
+        def trace(used: bool) -> torch.Tensor:
+            return torch.empty_like(x2) if used else x2.new_zeros((n_t, 0))
+
+        v, i, a = state(v0), state(i0), state(a0)
+        s, u = torch.empty_like(x2), torch.empty_like(x2)
+        i_seq, a_seq = trace(alpha is not None), trace(cfg.adaptive)
+        beta_n, alpha_n = _per_element(beta, step_shape, x), _per_element(alpha, step_shape, x)
+        _run(_forward_kernel(code), (x2, beta_n, alpha_n, sc, v, i, a, s, u, i_seq, a_seq), n)
+        ctx.save_for_backward(u, i_seq, a_seq, v0.detach().reshape(n), beta, alpha)
+        ctx.i0 = state(i0)
+        ctx.sc, ctx.code, ctx.shapes = sc, code, (x.shape, step_shape)
         ctx.set_materialize_grads(False)
         empty = x.new_zeros(0)
         return (
             s.view(x.shape),
             u.view(x.shape),
-            v.view(v0.shape),
-            i.view(v0.shape) if alpha is not None else empty,
-            a.view(v0.shape) if cfg.adaptive else empty,
+            v.view(step_shape),
+            i.view(step_shape) if alpha is not None else empty,
+            a.view(step_shape) if cfg.adaptive else empty,
         )
 
     @staticmethod
     def backward(ctx, g_s, g_u, g_v, g_i, g_a):  # noqa: D102
         u, i_seq, a_seq, v0, beta, alpha = ctx.saved_tensors
-        x_shape, state_shape, feat, n_f = ctx.shapes
-        n_t, n_b = x_shape[0], x_shape[1]
-        fl = ctx.fl.copy()
-        fl[_HAS_GS] = g_s is not None
-        fl[_HAS_GU] = g_u is not None
-        fl[_NEED_BETA] = ctx.needs_input_grad[4]
-        fl[_NEED_ALPHA] = ctx.needs_input_grad[5]
-        dummy = u.new_zeros((0, 0, 0))
+        x_shape, step_shape = ctx.shapes
+        n_t, n = u.shape
+        need_beta, need_alpha = ctx.needs_input_grad[4], ctx.needs_input_grad[5]
+        code = ctx.code | (_HAS_GS if g_s is not None else 0) | (_HAS_GU if g_u is not None else 0)
+        code |= (_NEED_BETA if need_beta else 0) | (_NEED_ALPHA if need_alpha else 0)
 
         def seq(g: torch.Tensor | None) -> torch.Tensor:
-            return dummy if g is None else g.contiguous().view(n_t, n_b, n_f)
+            return u.new_zeros((n_t, 0)) if g is None else g.contiguous().view(n_t, n)
 
         def carried(g: torch.Tensor | None, used: bool) -> torch.Tensor:
             if not used:
-                return u.new_zeros((0, 0))
+                return u.new_zeros(0)
             if g is None or g.numel() == 0:
-                return u.new_zeros((n_b, n_f))
-            return g.reshape(n_b, n_f).clone()
+                return u.new_zeros(n)
+            return g.reshape(n).clone()
 
         gx = torch.empty_like(u)
-        gv = carried(g_v, True)
-        gi = carried(g_i, alpha is not None)
-        ga = carried(g_a, bool(fl[_ADAPT]))
-        gbeta = u.new_zeros((n_b, n_f)) if fl[_NEED_BETA] else u.new_zeros((0, 0))
-        galpha = u.new_zeros((n_b, n_f)) if fl[_NEED_ALPHA] else u.new_zeros((0, 0))
-        _set_threads()
-        _backward(
-            _np(seq(g_s)), _np(seq(g_u)), _np(u), _np(i_seq), _np(a_seq), _np(v0), _np(ctx.i0),
-            _np(_per_feature(beta, feat, u)), _np(_per_feature(alpha, feat, u)), ctx.sc, fl,
-            _np(gx), _np(gv), _np(gi), _np(ga), _np(gbeta), _np(galpha),
-        )  # fmt: skip
+        gv, gi = carried(g_v, True), carried(g_i, alpha is not None)
+        ga = carried(g_a, a_seq.numel() > 0)
+        gbeta, galpha = u.new_zeros(n if need_beta else 0), u.new_zeros(n if need_alpha else 0)
+        beta_n, alpha_n = _per_element(beta, step_shape, u), _per_element(alpha, step_shape, u)
+        args = (seq(g_s), seq(g_u), u, i_seq, a_seq, v0, ctx.i0, beta_n, alpha_n, ctx.sc)
+        _run(_backward_kernel(code), (*args, gx, gv, gi, ga, gbeta, galpha), n)
 
         def param_grad(acc: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-            return acc.sum(0).view(feat).sum_to_size(p.shape).to(p.dtype)
+            return acc.view(step_shape).sum_to_size(p.shape).to(p.dtype)
 
         return (
             gx.view(x_shape),
-            gv.view(state_shape),
-            gi.view(state_shape) if ctx.needs_input_grad[2] else None,
-            ga.view(state_shape) if ctx.needs_input_grad[3] else None,
-            param_grad(gbeta, beta) if fl[_NEED_BETA] else None,
-            param_grad(galpha, alpha) if fl[_NEED_ALPHA] else None,
+            gv.view(step_shape),
+            gi.view(step_shape) if ctx.needs_input_grad[2] else None,
+            ga.view(step_shape) if ctx.needs_input_grad[3] else None,
+            param_grad(gbeta, beta) if need_beta else None,
+            param_grad(galpha, alpha) if need_alpha else None,
             None,
         )
 
