@@ -6,7 +6,7 @@ import tonic.transforms as tonic_transforms
 from test_encoding_inputs import LAYOUTS, random_events, tonic_dataset_layout
 
 from eventsnn.encoding import transforms
-from eventsnn.encoding.geometry import crop, downsample, time_reversal
+from eventsnn.encoding.geometry import crop, downsample, flip_lr, flip_ud, rotate, time_reversal
 from eventsnn.encoding.surfaces import to_timesurface
 from eventsnn.events import EventsError, empty_events, make_events
 
@@ -159,3 +159,23 @@ def test_timesurface_hand_computed_and_edge_cases():
     assert not to_timesurface(empty_events(), (2, 1, 2), dt=10, tau=1.0).any()
     with pytest.raises(EventsError, match="dt must be > 0"):
         to_timesurface(ev, (2, 1, 2), dt=0, tau=1.0)
+
+
+def test_rotation_by_quarter_turns():
+    ev = random_events(500, (20, 20, 2), seed=12)
+    half = rotate(ev, (20, 20, 2), 180)
+    np.testing.assert_array_equal(half, flip_ud(flip_lr(ev, 20), 20))
+    quarter = rotate(ev, (20, 20, 2), 90)
+    np.testing.assert_array_equal(quarter["x"], ev["y"])
+    np.testing.assert_array_equal(quarter["y"], 19 - ev["x"])
+    full = ev
+    for _ in range(4):
+        full = rotate(full, (20, 20, 2), 90)
+    np.testing.assert_array_equal(full, ev)
+    # on a wide sensor a quarter turn pushes the far columns off: they are dropped
+    # centre (7.5, 1.5): (0, 2) -> (8, 9) and (15, 2) -> (8, -6) leave; (7, 1) -> (7, 2) stays
+    wide = make_events([0, 15, 7], [2, 2, 1], [1, 2, 3], [1, 1, 0])
+    turned = rotate(wide, (16, 4, 2), 90)
+    assert turned["x"].tolist() == [7] and turned["y"].tolist() == [2]
+    np.random.seed(2)
+    assert len(transforms.RandomRotation((20, 20, 2), degrees=30)(ev)) <= len(ev)

@@ -15,6 +15,8 @@ from eventsnn.encoding.augment import (
     time_jitter,
 )
 from eventsnn.encoding.filters import (
+    decimate,
+    decimation_mask,
     denoise,
     denoise_mask,
     refractory_mask,
@@ -23,6 +25,7 @@ from eventsnn.encoding.filters import (
 )
 from eventsnn.encoding.frames import to_frame, to_image
 from eventsnn.encoding.geometry import (
+    align_time,
     center_crop_origin,
     crop,
     crop_time,
@@ -31,7 +34,9 @@ from eventsnn.encoding.geometry import (
     flip_polarity,
     flip_ud,
     merge_polarities,
+    rotate,
     time_reversal,
+    time_skew,
 )
 from eventsnn.encoding.surfaces import to_timesurface
 from eventsnn.encoding.voxel import to_voxel_grid
@@ -42,6 +47,8 @@ __all__ = [
     "crop_time",
     "denoise",
     "denoise_mask",
+    "decimate",
+    "decimation_mask",
     "downsample",
     "drop_area",
     "drop_events",
@@ -52,6 +59,9 @@ __all__ = [
     "merge_polarities",
     "refractory_mask",
     "refractory_period",
+    "rotate",
+    "time_skew",
+    "align_time",
     "select",
     "spatial_jitter",
     "time_jitter",

@@ -118,3 +118,24 @@ def align_time(events: np.ndarray) -> np.ndarray:
     if len(events):
         events["t"] -= events["t"][0]
     return events
+
+
+def rotate(events: np.ndarray, sensor_size: tuple[int, ...], degrees: float) -> np.ndarray:
+    """Rotate events counter-clockwise (x right, y down) about the sensor centre.
+
+    Coordinates are rounded to the nearest pixel; events rotated off the sensor are dropped.
+    180 degrees equals flipping both axes; 90 degrees on a square sensor maps (x, y) to
+    (y, W - 1 - x).
+    """
+    events = checked_events(events)
+    width, height = sensor_size[0], sensor_size[1]
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    angle = np.deg2rad(degrees)
+    cos, sin = np.cos(angle), np.sin(angle)
+    dx, dy = events["x"] - cx, events["y"] - cy
+    x = np.rint(cx + cos * dx + sin * dy)
+    y = np.rint(cy - sin * dx + cos * dy)
+    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    out = events[inside]
+    out["x"], out["y"] = x[inside], y[inside]
+    return out

@@ -436,6 +436,7 @@ __all__ = [
     "RandomFlipLR",
     "RandomFlipPolarity",
     "RandomFlipUD",
+    "RandomRotation",
     "RandomTimeReversal",
     "RefractoryPeriod",
     "Repeat",
@@ -453,3 +454,18 @@ __all__ = [
     "ToVoxelGrid",
     "UniformNoise",
 ]
+
+
+@dataclass(frozen=True)
+class RandomRotation:
+    """Rotate by an angle drawn from [-degrees, degrees] (np.random): `geometry.rotate`.
+
+    Not in tonic; events rotated off the sensor are dropped.
+    """
+
+    sensor_size: tuple[int, int, int]
+    degrees: float = 15.0
+
+    def __call__(self, events: np.ndarray) -> np.ndarray:
+        angle = np.random.uniform(-self.degrees, self.degrees)
+        return _mapped(events, lambda ev: geometry.rotate(ev, self.sensor_size, angle))
