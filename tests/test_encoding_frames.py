@@ -130,3 +130,12 @@ def test_bad_input_raises_events_error_naming_the_event():
             (2, 2, 2),
             n_time_bins=1,
         )
+
+
+def test_sensor_size_none_is_inferred_as_tonic_does():
+    ev = random_events(2000, (30, 20, 2), seed=6)
+    for events in (ev, ev[ev["p"]]):
+        ours = transforms.ToFrame(None, n_time_bins=3)(events)
+        np.testing.assert_array_equal(
+            ours, tonic_transforms.ToFrame(None, n_time_bins=3)(events.copy())
+        )
