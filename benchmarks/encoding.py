@@ -172,10 +172,14 @@ def write_markdown(rows: list[dict], path: Path, first_call: float, loads: tuple
         "",
         f"First calls in a fresh process (numba loading its on-disk cache): {first_call:.1f} s.",
         "",
+        "Memory: ToFrame, ToImage and ToVoxelGrid read the event array in place (no copy); "
+        "Denoise and RefractoryPeriod add a one-byte-per-event mask and their output; events in "
+        "another dtype (tonic's int64 datasets) cost one conversion copy.",
+        "",
         f"Load average before / after: {loads[0]:.1f} / {loads[1]:.1f} on {os.cpu_count()} cores"
         + (
-            " - **other work shared the machine during this run**; expect noise, mostly "
-            "against us at small sizes."
+            " - **other work shared the machine during this run**: CPU times leave out the "
+            "time other processes ran, but caches and memory bandwidth were shared."
             if shared
             else "."
         ),
