@@ -4,6 +4,7 @@ Tensors are time-first, (T, B, ...). Neurons keep their state between calls; res
 `reset_states(model)`. See `eventsnn.nn.functional` for the neuron maths.
 """
 
+from eventsnn.nn.analysis import Analyzer, fanout_map
 from eventsnn.nn.builder import LAYERS, Network, build
 from eventsnn.nn.errors import NetworkError, ShapeError, SpecError
 from eventsnn.nn.functional import NeuronConfig, NeuronConfigError, NeuronState
@@ -12,9 +13,11 @@ from eventsnn.nn.layers import (
     Crop2d,
     Elementwise,
     Flatten,
+    Img2Spike,
     Input,
     Linear,
     MaxPool2d,
+    Sig2Spike,
     SpikingBlock,
     SpikingMaxPool2d,
     SumPool2d,
@@ -23,6 +26,14 @@ from eventsnn.nn.layers import (
     spiking_linear,
 )
 from eventsnn.nn.neurons import ALIF, IAF, LIF, SpikingNeuron
+from eventsnn.nn.quantize import (
+    NeuromorphicReLU,
+    Quantize,
+    quantize,
+    stochastic_rounding,
+    threshold_reset,
+    threshold_subtract,
+)
 from eventsnn.nn.state import (
     StateError,
     Stateful,
@@ -35,6 +46,16 @@ from eventsnn.nn.surrogate import Surrogate, SurrogateError, surrogate
 
 __all__ = [
     "ALIF",
+    "Analyzer",
+    "NeuromorphicReLU",
+    "Quantize",
+    "Img2Spike",
+    "Sig2Spike",
+    "fanout_map",
+    "quantize",
+    "stochastic_rounding",
+    "threshold_reset",
+    "threshold_subtract",
     "IAF",
     "LAYERS",
     "LIF",

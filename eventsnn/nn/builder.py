@@ -30,6 +30,7 @@ from eventsnn.nn.layers import (
     SumPool2d,
 )
 from eventsnn.nn.neurons import ALIF, IAF, LIF, SpikingNeuron
+from eventsnn.nn.quantize import NeuromorphicReLU, Quantize
 
 Shape = tuple[int, ...]
 
@@ -76,6 +77,16 @@ def _flatten(shape: Shape) -> Flatten:
     return Flatten()
 
 
+def _quantize(shape: Shape) -> Quantize:
+    return Quantize()
+
+
+def _neuromorphic_relu(
+    shape: Shape, quantize: bool = True, fanout: int = 1, stochastic_rounding: bool = False
+) -> NeuromorphicReLU:
+    return NeuromorphicReLU(quantize, fanout, stochastic_rounding)
+
+
 LAYERS: dict[str, Callable[..., nn.Module]] = {
     "conv": _conv,
     "linear": _linear,
@@ -89,6 +100,8 @@ LAYERS: dict[str, Callable[..., nn.Module]] = {
     "flatten": _flatten,
     "dropout": _dropout,
     "relu": _relu,
+    "quantize": _quantize,
+    "neuromorphic_relu": _neuromorphic_relu,
 }
 """Layer name -> factory(input_shape, **params)."""
 

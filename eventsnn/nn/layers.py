@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eventsnn.encoding import values
 from eventsnn.nn.errors import ShapeError
 from eventsnn.nn.neurons import SpikingNeuron
 from eventsnn.nn.state import Stateful
@@ -273,3 +274,64 @@ def spiking_linear(
 ) -> SpikingBlock:
     """Linear -> neuron, for (T, B, F) input."""
     return SpikingBlock(Linear(in_features, out_features, bias=bias), neuron)
+
+
+class Img2Spike(nn.Module):
+    """Images (B, ...) to Poisson spike trains (tw, B, ...), as Sinabs' Img2SpikeLayer.
+
+    A value v fires with probability v / norm * max_rate / 1000 per step (1 ms steps);
+    negative_spikes gives -1 spikes for negative values. Wraps `eventsnn.encoding.values.rate`.
+    """
+
+    def __init__(
+        self,
+        tw: int = 100,
+        max_rate: float = 1000,
+        norm: float = 255.0,
+        negative_spikes: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.tw, self.max_rate, self.norm = tw, max_rate, norm
+        self.negative_spikes, self.generator = negative_spikes, generator
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return values.rate(
+            images, self.tw, self.max_rate, self.norm, self.negative_spikes, self.generator
+        )
+
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+        """Same per-step shape as the image (time is added in front)."""
+        return tuple(input_shape)
+
+
+class Sig2Spike(nn.Module):
+    """Analogue signals (T, B, C) to spikes (tw * T, B, C), as Sinabs' Sig2SpikeLayer.
+
+    Each sample is held for tw steps and fires where U[0, norm_level) < the signal; with
+    spk_out=False the held signal itself is passed on (current injection).
+    """
+
+    def __init__(
+        self,
+        tw: int = 1,
+        norm_level: float = 1.0,
+        spk_out: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.tw, self.norm_level, self.spk_out, self.generator = tw, norm_level, spk_out, generator
+
+    def forward(self, signal: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        if signal.dim() != 3:
+            raise ShapeError(f"Sig2Spike needs (T, B, C) signals, got {tuple(signal.shape)}")
+        steps, batch, channels = signal.shape
+        if not self.spk_out:
+            return signal.repeat_interleave(self.tw, dim=0)
+        per_channel = signal.reshape(steps, batch * channels).t()  # (B*C, T) as Sinabs' (C, T)
+        spikes = values.signal_to_spike(per_channel, self.tw, self.norm_level, self.generator)
+        return spikes.view(self.tw * steps, batch, channels)
+
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+        """Same channels per step (time grows tw-fold)."""
+        return tuple(input_shape)
