@@ -91,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
         help="drop the oldest queued steps past this many (default: never drop)",
     )
     parser.add_argument(
+        "--max-lag-ms",
+        type=float,
+        help="drop queued steps whose last event arrived longer ago than this (default: never)",
+    )
+    parser.add_argument(
         "--idle-stop-s", type=float, help="stop after this long without UDP packets"
     )
     parser.add_argument("--duration-s", type=float, help="stop after this long")
@@ -233,6 +238,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         step_us=args.step_us,
         window_steps=args.window_steps,
         max_queue_steps=args.max_queue_steps,
+        max_lag_ms=args.max_lag_ms,
         reset_gap_us=None if args.reset_gap_ms is None else int(args.reset_gap_ms * 1000),
         keep_states=args.resume_states,
     )

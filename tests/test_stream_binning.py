@@ -7,6 +7,7 @@ import pytest
 from tonic.functional import to_frame_numpy
 
 from eventsnn.events import make_events
+from eventsnn.streaming import binning
 from eventsnn.streaming.binning import StepBinner
 
 SENSOR = (34, 34, 2)
@@ -46,8 +47,16 @@ def stream(binner: StepBinner, chunks: list[np.ndarray], rng: np.random.Generato
     return np.concatenate(out)
 
 
+@pytest.fixture(params=["dense", "sparse"])
+def path(request, monkeypatch):
+    """Both binning paths: one buffer per chunk, and per present step (long silences)."""
+    if request.param == "sparse":
+        monkeypatch.setattr(binning, "DENSE_LIMIT", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("how", ["1 event", "1 packet", "1 ms", "100 ms", "random"])
-def test_any_chunking_equals_tonic_to_frame(how):
+def test_any_chunking_equals_tonic_to_frame(how, path):
     events = recording()
     rng = np.random.default_rng(0)
     binner = StepBinner(SENSOR, STEP_US)
@@ -128,6 +137,14 @@ def test_drop_counts_the_events_of_dropped_steps_and_skip_jumps_gaps():
     binner.flush()
     batch = binner.pop()
     assert (batch.first_step, batch.events.tolist()) == (50, [2])
+
+
+def test_events_before_the_origin_are_late():
+    binner = StepBinner((4, 4, 2), STEP_US, origin_us=10_000)
+    binner.push(make_events([0, 1, 2], [0, 0, 0], [8_999, 9_999, 10_000], [0, 0, 0]))
+    assert binner.late_events == 2
+    binner.flush()
+    assert binner.pop().events.tolist() == [1]
 
 
 def test_step_must_be_positive():

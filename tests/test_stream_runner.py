@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -121,6 +123,22 @@ def test_past_the_queue_bound_the_oldest_steps_are_dropped_and_counted(network):
     assert [r.step for r in results] == list(range(complete - 10, complete))
     assert results[0].dropped_events == runner.stats.dropped_events
     assert sum(r.dropped_events for r in results[1:]) == 0
+
+
+def test_steps_older_than_the_lag_bound_are_dropped(network):
+    events = recording()
+    runner = StreamRunner(network, SENSOR, step_us=STEP_US, max_lag_ms=1000)
+    now = time.time_ns()
+    half = len(events) // 2
+    arrival = np.r_[np.full(half, now - 5 * 10**9), np.full(len(events) - half, now)]
+    results = runner.feed(events, arrival_ns=arrival)
+    steps = (events["t"] - events["t"][0]) // STEP_US
+    # steps whose last event arrived 5 s ago go; the rest (arrived now) are run
+    same = steps[half - 1] == steps[half]
+    stale = int(steps[half]) if same else int(steps[half - 1]) + 1
+    assert runner.stats.dropped_steps == stale
+    assert runner.stats.dropped_events == int(np.count_nonzero(steps < stale))
+    assert results[0].step == stale and results[0].dropped_events == runner.stats.dropped_events
 
 
 def test_reset_on_gap_skips_the_gap_and_restarts_from_rest(network):

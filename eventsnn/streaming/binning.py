@@ -18,10 +18,58 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from numpy.typing import DTypeLike
 
 from eventsnn.events import as_sensor_size
+
+DENSE_LIMIT = 1 << 24
+"""Largest (steps x pixels) buffer a chunk is binned into at once; wider chunks (a long silence
+inside one chunk) go through the sparse path."""
+
+
+@numba.njit(cache=True, nogil=True)
+def _locate(x, y, t, p, origin, step_us, width, height, polarities, first_step):
+    """Step and pixel of every event in one pass; -1 marks events outside or late.
+
+    Returns (steps, pixels, n_outside, n_late, first present step, last present step).
+    """
+    n = len(t)
+    steps = np.empty(n, np.int64)
+    pixels = np.empty(n, np.int64)
+    outside = late = 0
+    lowest, highest = np.iinfo(np.int64).max, -1
+    for i in range(n):
+        xi, yi = np.int64(x[i]), np.int64(y[i])
+        if xi < 0 or xi >= width or yi < 0 or yi >= height:
+            steps[i] = -1
+            outside += 1
+            continue
+        step = (t[i] - origin) // step_us
+        if step < first_step:
+            steps[i] = -1
+            late += 1
+            continue
+        channel = np.int64(p[i]) if polarities > 1 else 0
+        steps[i] = step
+        pixels[i] = (channel * height + yi) * width + xi
+        lowest = min(lowest, step)
+        highest = max(highest, step)
+    return steps, pixels, outside, late, lowest, highest
+
+
+@numba.njit(cache=True, nogil=True)
+def _accumulate_dense(steps, pixels, arrival, lowest, frames, counts, latest):
+    """Count events into frames[step - lowest, pixel]; per step, the count and latest arrival."""
+    for i in range(len(steps)):
+        step = steps[i]
+        if step < 0:
+            continue
+        k = step - lowest
+        frames[k, pixels[i]] += 1
+        counts[k] += 1
+        latest[k] = max(latest[k], arrival[i])
 
 
 @dataclass
@@ -90,48 +138,64 @@ class StepBinner:
         if self.origin_us is None:
             self.origin_us = int(events["t"][0])
         arrival = np.broadcast_to(np.asarray(arrival_ns, dtype=np.int64), (len(events),))
-        x, y, p = events["x"].astype(np.int64), events["y"].astype(np.int64), events["p"]
-        inside = (x >= 0) & (x < self.width) & (y >= 0) & (y < self.height)
-        steps = (events["t"] - self.origin_us) // self.step_us
-        keep = inside & (steps >= self.next_step)
-        if self.flushed:
-            keep &= steps > self.newest_step
-        self.out_of_sensor_events += int(np.count_nonzero(~inside))
-        self.late_events += int(np.count_nonzero(inside & ~keep))
-        if not keep.all():
-            steps, x, y, p, arrival = steps[keep], x[keep], y[keep], p[keep], arrival[keep]
-            if steps.size == 0:
-                return
+        first_step = self.newest_step + 1 if self.flushed else self.next_step
+        steps, pixels, outside, late, lowest, highest = _locate(
+            events["x"], events["y"], events["t"], events["p"], self.origin_us, self.step_us,
+            self.width, self.height, self.polarities, first_step,
+        )  # fmt: skip
+        self.out_of_sensor_events += outside
+        self.late_events += late
+        if highest < 0:
+            return
         self.flushed = False
-        channel = p.astype(np.int64) if self.polarities > 1 else 0
-        pixel = (channel * self.height + y) * self.width + x
-        self._accumulate(steps, pixel, arrival)
-        newest = int(steps.max())
-        if newest > self.newest_step:
-            self.newest_step = newest
-            self._closers.append((newest, int(arrival.max())))
+        size = self.polarities * self.height * self.width
+        if (highest - lowest + 1) * size <= DENSE_LIMIT:
+            self._add_dense(steps, pixels, arrival, lowest, highest)
+        else:
+            keep = steps >= 0
+            self._add_sparse(steps[keep], pixels[keep], arrival[keep])
+        if highest > self.newest_step:
+            self.newest_step = highest
+            self._closers.append((highest, int(arrival.max())))
 
-    def _accumulate(self, steps: np.ndarray, pixel: np.ndarray, arrival: np.ndarray) -> None:
-        """Add counts per (step, pixel) for the steps present in the chunk."""
-        if np.any(np.diff(steps) < 0):
-            order = np.argsort(steps, kind="stable")
-            steps, pixel, arrival = steps[order], pixel[order], arrival[order]
+    def _add_dense(
+        self, steps: np.ndarray, pixels: np.ndarray, arrival: np.ndarray, lowest: int, highest: int
+    ) -> None:
+        """Bin a chunk that spans few steps into one (steps, pixels) buffer in a single pass."""
+        n_steps = highest - lowest + 1
+        frames = np.zeros((n_steps, self.polarities * self.height * self.width), self.dtype)
+        counts = np.zeros(n_steps, np.int64)
+        latest = np.full(n_steps, np.iinfo(np.int64).min, np.int64)
+        _accumulate_dense(steps, pixels, arrival, lowest, frames, counts, latest)
+        for k in np.flatnonzero(counts).tolist():
+            self._merge(lowest + k, frames[k], int(counts[k]), int(latest[k]))
+
+    def _add_sparse(self, steps: np.ndarray, pixels: np.ndarray, arrival: np.ndarray) -> None:
+        """Bin a chunk that spans a long silence: one bincount over the steps present only."""
+        order = np.argsort(steps, kind="stable")
+        steps, pixels, arrival = steps[order], pixels[order], arrival[order]
         starts = np.concatenate(([0], np.flatnonzero(np.diff(steps)) + 1))
         present = steps[starts]
         latest = np.maximum.reduceat(arrival, starts)
         size = self.polarities * self.height * self.width
         local = np.repeat(np.arange(len(present)), np.diff(np.append(starts, len(steps))))
-        counts = np.bincount(local * size + pixel, minlength=len(present) * size)
-        counts = counts.reshape(len(present), *self.frame_shape)
+        counts = np.bincount(local * size + pixels, minlength=len(present) * size)
+        counts = counts.reshape(len(present), size)
         for index, step in enumerate(present.tolist()):
-            if step in self._frames:
-                self._frames[step] += counts[index]
-                self._counts[step] += int(counts[index].sum())
-                self._last_arrival[step] = max(self._last_arrival[step], int(latest[index]))
-            else:
-                self._frames[step] = counts[index].astype(self.dtype)
-                self._counts[step] = int(counts[index].sum())
-                self._last_arrival[step] = int(latest[index])
+            frame = counts[index].astype(self.dtype)
+            self._merge(step, frame, int(counts[index].sum()), int(latest[index]))
+
+    def _merge(self, step: int, frame: np.ndarray, count: int, latest: int) -> None:
+        """Add one step's counts of a chunk to the pending steps."""
+        frame = frame.reshape(self.frame_shape)
+        if step in self._frames:
+            self._frames[step] += frame
+            self._counts[step] += count
+            self._last_arrival[step] = max(self._last_arrival[step], latest)
+        else:
+            self._frames[step] = frame.copy()
+            self._counts[step] = count
+            self._last_arrival[step] = latest
 
     def flush(self) -> None:
         """Mark the open (newest) step complete: the stream has ended."""
@@ -165,6 +229,18 @@ class StepBinner:
             dropped += self._counts.pop(step)
         self._advance(stop)
         return dropped
+
+    def stale_steps(self, arrival_limit_ns: int) -> int:
+        """How many of the oldest ready steps arrived before ``arrival_limit_ns`` (a prefix)."""
+        stale = 0
+        for step in range(self.next_step, self.next_step + self.ready):
+            arrival = self._last_arrival.get(step)
+            if arrival is None:
+                arrival = self._closing_arrival(step)
+            if arrival >= arrival_limit_ns:
+                break
+            stale += 1
+        return stale
 
     def event_steps(self) -> list[int]:
         """The pending steps that hold events, in order."""

@@ -6,7 +6,9 @@ with its neuron state kept between calls, and emits a ``StreamResult`` per windo
 ``window_steps`` steps. Steps that queue up while the model runs are processed in one multi-step
 call (exact: chunked multi-step runs with carried state equal one run), so the output sequence for
 any chunking of a recording equals the model run offline on the whole recording. Only when more
-than ``max_queue_steps`` steps wait does it drop the oldest ones, counting their events.
+than ``max_queue_steps`` steps wait, or when steps already waited more than ``max_lag_ms`` since
+their last event arrived (kernel queue included, for UDP), does it drop the oldest ones, counting
+every event they held. Without those bounds it never drops (exact, latency unbounded).
 
 State: reset on command (``reset``/``request_reset``), after a gap of more than ``reset_gap_us``
 without events (the empty steps of the gap are then skipped, not run), or never (the default).
@@ -179,6 +181,7 @@ class StreamRunner:
         window_steps: int = 1,
         origin_us: int | None = None,
         max_queue_steps: int | None = None,
+        max_lag_ms: float | None = None,
         max_steps_per_call: int = 1024,
         reset_gap_us: int | None = None,
         readout: Readout | None = None,
@@ -210,6 +213,7 @@ class StreamRunner:
             )
         self.window_steps = window_steps
         self.max_queue_steps = max_queue_steps
+        self.max_lag_ns = None if max_lag_ms is None else int(max_lag_ms * 1e6)
         self.max_steps_per_call = max_steps_per_call
         self.reset_gap_steps = None if reset_gap_us is None else -(-reset_gap_us // step_us)
         self.readout = readout or self.adapter.readout
@@ -310,6 +314,8 @@ class StreamRunner:
                 results += self._close_window()
                 self.reset()
             self._drop_excess()
+            if not self.binner.ready:
+                break
             limit = self.max_steps_per_call
             gap = self._next_gap()
             if gap is not None:
@@ -328,9 +334,14 @@ class StreamRunner:
         return results
 
     def _drop_excess(self) -> None:
-        if self.max_queue_steps is None or self.binner.ready <= self.max_queue_steps:
+        """Drop the oldest ready steps past the queue bound or older than the lag bound."""
+        steps = 0
+        if self.max_queue_steps is not None:
+            steps = max(self.binner.ready - self.max_queue_steps, 0)
+        if self.max_lag_ns is not None:
+            steps = max(steps, self.binner.stale_steps(time.time_ns() - self.max_lag_ns))
+        if not steps:
             return
-        steps = self.binner.ready - self.max_queue_steps
         dropped = self.binner.drop(steps)
         self.stats.dropped_steps += steps
         self.stats.dropped_events += dropped
