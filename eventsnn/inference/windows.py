@@ -1,24 +1,25 @@
 """Slicing a recording into (possibly overlapping) windows while streaming it from disk.
 
 Windows are by time (``duration_us``) or by event count (``n_events``), with an overlap in the
-same unit. The file is read through `eventsnn.events.iter_chunks` in chunks of one stride, so at
-most one window plus one chunk is in memory, whatever the recording's length. Window k starts
-k strides after the first event (time) or at event k * stride (count); the last windows may be
-incomplete, and one is kept only when it holds events no earlier window held, so every event is
-in at least one window. Time windows without events are skipped.
+same unit; window k starts k strides after the first event (time) or at event k * stride
+(count). Every complete window is kept (a time window [start, start + length) is complete when
+the recording has an event at or after its last microsecond; a count window when it holds
+`n_events`) except time windows without events; then the first incomplete window, if it holds
+events no earlier window held. So every event is in a window. The file is read with
+`eventsnn.events.iter_chunks` in chunks of one window length: at most about two windows of
+events are in memory, whatever the recording's length.
 """
 
 from __future__ import annotations
 
 import os
-from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from eventsnn.data.errors import ConfigError
-from eventsnn.events import iter_chunks
+from eventsnn.events import empty_events, iter_chunks
 
 
 @dataclass(frozen=True)
@@ -93,45 +94,68 @@ def iter_windows(
     With `sensor_size`, a file that declares another size or holds events outside it raises
     `EventsError` naming the file (from `iter_chunks`).
     """
-    unit = {"duration_us": config.stride} if config.by_time else {"n_events": config.stride}
-    chunks = iter_chunks(path, sensor_size=sensor_size, **unit)
-    span = -(-config.length // config.stride)  # chunks a window touches
-    pending: deque[tuple[int, np.ndarray]] = deque()  # (first event index, chunk)
-    offset, k, covered, t0 = 0, 0, 0, None
-    for chunk in chunks:
-        if t0 is None and len(chunk):
-            t0 = int(chunk["t"][0])
-        pending.append((offset, chunk))
-        offset += len(chunk)
-        if len(pending) == span:
-            window = _window(config, k, t0, pending)
-            covered = window.first_event + len(window.events)
+    unit = {"duration_us": config.length} if config.by_time else {"n_events": config.length}
+    buffer = empty_events()  # events from the start of window k on
+    base = k = covered = 0  # index of buffer[0] in the recording; next window; events windowed
+    t0 = None
+    for chunk in iter_chunks(path, sensor_size=sensor_size, **unit):
+        if len(chunk) == 0:
+            continue
+        t0 = int(chunk["t"][0]) if t0 is None else t0
+        buffer = np.concatenate((buffer, chunk)) if len(buffer) else chunk
+        while len(buffer):
+            k = _first_window_reaching(config, k, t0, int(buffer["t"][0]))
+            window = _complete_window(config, k, t0, buffer, base)
+            if window is None:
+                break
             if len(window.events):
+                covered = window.first_event + len(window.events)
                 yield window
-            pending.popleft()
             k += 1
-    while pending:
-        window = _window(config, k, t0, pending)
-        if window.first_event + len(window.events) > covered:
-            covered = window.first_event + len(window.events)
-            yield window
-        pending.popleft()
-        k += 1
+            drop = _start_in(config, k, t0, buffer, base)
+            buffer, base = buffer[drop:], base + drop
+    if t0 is not None and base + len(buffer) > covered:
+        yield Window(k, *_range(config, k, t0, buffer), base, buffer)
 
 
-def _window(
-    config: WindowConfig, k: int, t0: int | None, pending: deque[tuple[int, np.ndarray]]
-) -> Window:
-    """Window k from the chunks it starts at, cut to the window's length."""
-    first = pending[0][0]
-    parts = [chunk for _, chunk in pending]
-    events = parts[0] if len(parts) == 1 else np.concatenate(parts)
+def _start(config: WindowConfig, k: int, t0: int) -> int:
+    """Window k's first microsecond (time) or first event index (count)."""
+    return (t0 if config.by_time else 0) + k * config.stride
+
+
+def _first_window_reaching(config: WindowConfig, k: int, t0: int, t_first: int) -> int:
+    """Skip time windows that end before `t_first` (they are empty)."""
+    if not config.by_time or _start(config, k, t0) + config.length > t_first:
+        return k
+    return max(k, -(-(t_first - config.length + 1 - t0) // config.stride))
+
+
+def _complete_window(
+    config: WindowConfig, k: int, t0: int, buffer: np.ndarray, base: int
+) -> Window | None:
+    """Window k if the buffer (starting at the window) holds all of it, else None."""
+    start = _start(config, k, t0)
     if config.by_time:
-        t_start = (t0 or 0) + k * config.stride
-        t_stop = t_start + config.length
-        events = events[: np.searchsorted(events["t"], t_stop, side="left")]
+        if buffer["t"][-1] < start + config.length - 1:
+            return None
+        events = buffer[: np.searchsorted(buffer["t"], start + config.length, side="left")]
     else:
-        events = events[: config.length]
-        t_start = int(events["t"][0]) if len(events) else 0
-        t_stop = int(events["t"][-1]) + 1 if len(events) else 0
-    return Window(k, int(t_start), int(t_stop), int(first), events)
+        if len(buffer) < config.length:
+            return None
+        events = buffer[: config.length]
+    return Window(k, *_range(config, k, t0, events), base, events)
+
+
+def _start_in(config: WindowConfig, k: int, t0: int, buffer: np.ndarray, base: int) -> int:
+    """Index in the buffer of window k's first event."""
+    if config.by_time:
+        return int(np.searchsorted(buffer["t"], _start(config, k, t0), side="left"))
+    return min(len(buffer), _start(config, k, t0) - base)
+
+
+def _range(config: WindowConfig, k: int, t0: int, events: np.ndarray) -> tuple[int, int]:
+    """[t_start, t_stop) of a window: nominal for time windows, its events' for count windows."""
+    if config.by_time:
+        start = _start(config, k, t0)
+        return start, start + config.length
+    return int(events["t"][0]), int(events["t"][-1]) + 1

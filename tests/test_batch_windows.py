@@ -1,0 +1,95 @@
+"""Windows streamed from files (`iter_windows`) against slicing the whole recording with numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eventsnn.data.errors import ConfigError
+from eventsnn.events import EventsError, make_events, read, write
+from eventsnn.inference.windows import WindowConfig, iter_windows
+
+SENSOR = (16, 16, 2)
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory) -> str:
+    """2000 events with a 3 ms gap, so that some time windows are empty."""
+    rng = np.random.default_rng(1)
+    t = np.sort(rng.integers(0, 20_000, 2000))
+    t[t > 10_000] += 3_000
+    path = tmp_path_factory.mktemp("windows") / "rec.h5"
+    write(path, make_events(rng.integers(0, 16, 2000), rng.integers(0, 16, 2000), t, t % 2), SENSOR)
+    return str(path)
+
+
+def expected_windows(n_or_t: np.ndarray, length: int, stride: int) -> list[np.ndarray]:
+    """Hand-made truth: indices of the complete windows over sorted keys (times, or event
+    indices), then of the first incomplete one if it holds keys the previous window did not."""
+    first, last = int(n_or_t[0]), int(n_or_t[-1])
+    out, start = [], first
+    while start + length - 1 <= last:  # complete: a key at or after its last unit
+        index = np.flatnonzero((n_or_t >= start) & (n_or_t < start + length))
+        if len(index):
+            out.append(index)
+        start += stride
+    previous_end = start - stride + length
+    if start == first or last >= previous_end:
+        out.append(np.flatnonzero(n_or_t >= start))
+    return out
+
+
+@pytest.mark.parametrize(("length", "overlap"), [(1000, 0), (1000, 400), (3000, 2000), (700, 650)])
+def test_time_windows_equal_numpy_slices(recording, length, overlap):
+    events = read(recording).events
+    windows = list(iter_windows(recording, WindowConfig(duration_us=length, overlap=overlap)))
+    expected = expected_windows(events["t"], length, length - overlap)
+    assert len(windows) == len(expected)
+    for window, truth in zip(windows, expected, strict=True):
+        np.testing.assert_array_equal(window.events, events[truth])
+        assert window.first_event == truth[0]
+        assert window.t_start <= events["t"][truth[0]] and events["t"][truth[-1]] < window.t_stop
+        assert window.t_stop - window.t_start == length
+
+
+def test_time_windows_skip_the_gap(recording):
+    starts = [w.t_start for w in iter_windows(recording, WindowConfig(duration_us=1000))]
+    first = read(recording).events["t"][0]
+    assert all((s - first) % 1000 == 0 for s in starts)
+    assert (
+        len(starts) < (read(recording).events["t"][-1] - first) // 1000 + 1
+    )  # empty ones left out
+
+
+@pytest.mark.parametrize(("length", "overlap"), [(300, 0), (300, 100), (256, 255), (5000, 0)])
+def test_count_windows_equal_numpy_slices(recording, length, overlap):
+    events = read(recording).events
+    windows = list(iter_windows(recording, WindowConfig(n_events=length, overlap=overlap)))
+    expected = expected_windows(np.arange(len(events)), length, length - overlap)
+    assert [w.first_event for w in windows] == [int(e[0]) for e in expected]
+    for window, truth in zip(windows, expected, strict=True):
+        np.testing.assert_array_equal(window.events, events[truth])
+        assert (window.t_start, window.t_stop) == (
+            window.events["t"][0],
+            window.events["t"][-1] + 1,
+        )
+    assert windows[-1].first_event + len(windows[-1].events) == len(events)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({}, "window"),
+        ({"duration_us": 5, "n_events": 5}, "window"),
+        ({"duration_us": 0}, "window"),
+        ({"n_events": 10, "overlap": 10}, "overlap"),
+    ],
+)
+def test_bad_window_config_names_the_key(kwargs, key):
+    with pytest.raises(ConfigError, match=rf"^{key}:"):
+        WindowConfig(**kwargs)
+
+
+def test_sensor_mismatch_names_the_file(recording):
+    with pytest.raises(EventsError, match=r"rec\.h5.*sensor size"):
+        list(iter_windows(recording, WindowConfig(duration_us=1000), sensor_size=(8, 8, 2)))
