@@ -1,0 +1,226 @@
+"""`eventsnn batch` end to end on a folder of mixed formats with broken files, against the model.
+
+Truth is computed independently: the whole recording read at once, windows cut with numpy,
+encoded with tonic's ToFrame and run through the classifier directly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import tonic
+import torch
+
+from eventsnn.checkpoint import load_model, read_checkpoint, save, write_checkpoint
+from eventsnn.events import make_events, read, write
+from eventsnn.inference import iter_records
+from eventsnn.models import SpikingClassifier
+from pipelines import batch
+
+SENSOR = (8, 8, 2)
+WINDOW_US = 10_000
+BINS = 4
+SPEC = [
+    {"conv": {"out": 4, "kernel": 3}},
+    {"lif": {"beta": 0.9, "threshold": 0.5}},
+    "flatten",
+    {"linear": {"out": 3}},
+    {"lif": {"beta": 0.9, "threshold": 0.5}},
+]
+GOOD = ["r0.npy", "r1.h5", "r2.aedat4", "r3.raw", "r4.es", "r5.dat"]
+
+
+def make_checkpoint(path: Path, data_hparams: bool = True) -> Path:
+    """A small classifier saved through eventsnn.checkpoint, with the training data config."""
+    torch.manual_seed(0)
+    model = SpikingClassifier(
+        network=SPEC,
+        input_shape=[SENSOR[2], SENSOR[1], SENSOR[0]],
+        optimizer={"class_path": "torch.optim.Adam", "init_args": {"lr": 0.01}},
+    )
+    save(model, path)
+    if data_hparams:
+        checkpoint = read_checkpoint(path)
+        checkpoint["datamodule_hyper_parameters"] = {
+            "dataset": "NDigits",
+            "dataset_options": {"duration_us": WINDOW_US},
+            "transform": [
+                {
+                    "class_path": "eventsnn.encoding.transforms.ToFrame",
+                    "init_args": {"sensor_size": list(SENSOR), "n_time_bins": BINS},
+                }
+            ],
+        }
+        write_checkpoint(path, checkpoint)
+    return path
+
+
+def random_events(seed: int, n: int, duration_us: int) -> np.ndarray:
+    """n uniformly random events on the sensor over duration_us."""
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.integers(0, duration_us, n))
+    return make_events(rng.integers(0, 8, n), rng.integers(0, 8, n), t, rng.integers(0, 2, n))
+
+
+def write_recordings(folder: Path, n_events: int = 3000, duration_us: int = 45_000) -> Path:
+    """One recording in each vendor format plus a corrupt, an empty and a 34x34 one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed, name in enumerate(GOOD):
+        write(folder / name, random_events(seed, n_events, duration_us), SENSOR)
+    (folder / "corrupt.npy").write_bytes(b"not an event file")
+    (folder / "empty.h5").write_bytes(b"")
+    write(folder / "sub" / "wide.npy", make_events([20], [3], [5], [1]), (34, 34, 2))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("batch")
+    return {
+        "root": root,
+        "checkpoint": make_checkpoint(root / "model.h5"),
+        "folder": write_recordings(root / "recordings"),
+    }
+
+
+def run(setup: dict[str, Path], output: Path, *extra: str, inputs: str | None = None) -> int:
+    argv = ["batch", "--checkpoint", str(setup["checkpoint"]), "--output", str(output)]
+    argv += ["--inputs", inputs or str(setup["folder"]), "--progress", "false", *extra]
+    return batch.main(argv)
+
+
+def expected_probabilities(path: Path, model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and logits of every 10 ms window, by numpy, tonic and the model."""
+    events = read(path).events
+    t0, frames = events["t"][0], []
+    to_frame = tonic.transforms.ToFrame(sensor_size=SENSOR, n_time_bins=BINS)
+    for start in range(int(t0), int(events["t"][-1]) + 1, WINDOW_US):
+        window = events[(events["t"] >= start) & (events["t"] < start + WINDOW_US)]
+        if len(window):
+            frames.append(to_frame(window))
+    x = torch.from_numpy(np.stack(frames, axis=1)).float()
+    with torch.no_grad():
+        logits = model.logits(x)
+    return logits.softmax(-1).numpy(), logits.numpy()
+
+
+def test_mixed_folder_matches_the_model_and_records_failures(setup, capsys):
+    output = setup["root"] / "mixed.h5"
+    assert run(setup, output) == 1  # some recordings failed
+    model = load_model(setup["checkpoint"])
+    with h5py.File(output, "r") as file:
+        groups = {g.attrs["path"]: g for g in file["recordings"].values()}
+        assert len(groups) == len(GOOD) + 3
+        for name in GOOD:
+            group = groups[str(setup["folder"] / name)]
+            probabilities, logits = expected_probabilities(setup["folder"] / name, model)
+            np.testing.assert_allclose(group["probabilities"][:], probabilities, atol=1e-5)
+            np.testing.assert_array_equal(group["predicted"][:], probabilities.argmax(-1))
+            np.testing.assert_allclose(group["spike_counts"][:], logits)  # count readout
+            rates = group["firing_rates"][:]
+            np.testing.assert_allclose(rates[:, -1], logits.sum(-1) / (BINS * 3), rtol=1e-5)
+            mean = probabilities.mean(0)
+            assert group.attrs["predicted"] == mean.argmax()
+            assert group.attrs["status"] == "done" and group.attrs["n_events"] == 3000
+            assert group.attrs["size"] == (setup["folder"] / name).stat().st_size
+            assert np.all(np.diff(group["t_start"][:]) % WINDOW_US == 0)
+        failed = {Path(p).name: g.attrs["error"] for p, g in groups.items() if g.attrs["error"]}
+        assert set(failed) == {"corrupt.npy", "empty.h5", "wide.npy"}
+        assert "(34, 34, 2)" in failed["wide.npy"] and "(8, 8, 2)" in failed["wide.npy"]
+        assert all(name in error for name, error in failed.items())
+        assert json.loads(file.attrs["parameters"])["window_us"] == WINDOW_US
+        assert "torch" in json.loads(file.attrs["versions"])
+    table = capsys.readouterr().out
+    assert "failed" in table and "FAILED" in table and "corrupt.npy" in table
+
+
+def test_resume_skips_done_and_redoes_changed_files(setup, capsys):
+    folder = setup["root"] / "resume"
+    shutil.copytree(setup["folder"], folder)
+    output = setup["root"] / "resume.h5"
+    inputs = f"{folder}/**/*.{{npy,h5,es}}"  # brace and recursive glob
+    run(setup, output, inputs=inputs)
+    capsys.readouterr()
+    first = {r["path"]: r for r in iter_records(output)}
+    assert len(first) == 6  # r0.npy r1.h5 r4.es corrupt.npy empty.h5 sub/wide.npy
+    before = output.read_bytes()
+    run(setup, output, inputs=inputs)
+    assert re.search(r"processed now\s+0\n", capsys.readouterr().out)
+    assert output.read_bytes() == before  # nothing to do: the file is left as it was
+    write(folder / "r4.es", random_events(99, 500, 20_000), SENSOR)
+    run(setup, output, inputs=inputs)
+    assert re.search(r"processed now\s+1\n", capsys.readouterr().out)
+    second = {r["path"]: r for r in iter_records(output)}
+    changed = str(folder / "r4.es")
+    assert (
+        second[changed]["n_events"] == 500 and second[changed]["sha256"] != first[changed]["sha256"]
+    )
+    assert {p: r["sha256"] for p, r in second.items() if p != changed} == {
+        p: r["sha256"] for p, r in first.items() if p != changed
+    }
+    with h5py.File(output, "r") as file:
+        assert len(json.loads(file.attrs["runs"])) == 2
+    run(setup, output, "--overwrite", inputs=inputs)
+    assert re.search(r"processed now\s+6\n", capsys.readouterr().out)
+    with h5py.File(output, "r") as file:
+        assert len(json.loads(file.attrs["runs"])) == 1
+
+
+def test_encode_only_writes_tonic_frames(setup):
+    output = setup["root"] / "encoded.h5"
+    path = setup["folder"] / "r2.aedat4"
+    assert run(setup, output, "--encode-only", inputs=str(path)) == 0
+    events = read(path).events
+    to_frame = tonic.transforms.ToFrame(sensor_size=SENSOR, n_time_bins=BINS)
+    with h5py.File(output, "r") as file:
+        (group,) = file["recordings"].values()
+        assert "probabilities" not in group
+        encoded = group["encoded"][:]
+        assert encoded.shape[1:] == (BINS, 2, 8, 8)
+        for frames, start, stop in zip(encoded, group["t_start"], group["t_stop"], strict=True):
+            window = events[(events["t"] >= start) & (events["t"] < stop)]
+            np.testing.assert_array_equal(frames, to_frame(window))
+
+
+def test_yaml_config_with_count_windows(setup, tmp_path):
+    config = tmp_path / "batch.yaml"
+    output = tmp_path / "count.h5"
+    path = setup["folder"] / "r0.npy"
+    config.write_text(
+        f"checkpoint: {setup['checkpoint']}\ninputs: [{path}]\noutput: {output}\n"
+        "window_events: 1000\noverlap: 500\nbatch_size: 2\nprogress: false\n"
+    )
+    assert batch.main(["batch", "--config", str(config)]) == 0
+    with h5py.File(output, "r") as file:
+        (group,) = file["recordings"].values()
+        np.testing.assert_array_equal(group["first_event"][:], [0, 500, 1000, 1500, 2000])
+        assert np.all(group["n_events"][:] == 1000)
+
+
+def test_checkpoint_without_transforms_is_a_clear_error(setup, tmp_path, capsys):
+    checkpoint = make_checkpoint(tmp_path / "bare.h5", data_hparams=False)
+    argv = ["batch", "--checkpoint", str(checkpoint), "--inputs", str(setup["folder"])]
+    assert batch.main([*argv, "--output", str(tmp_path / "o.h5"), "--progress", "false"]) == 2
+    error = capsys.readouterr().err
+    assert "transform:" in error and "bare.h5" in error
+
+
+def test_no_matching_inputs_is_a_clear_error(setup, tmp_path, capsys):
+    assert run(setup, tmp_path / "o.h5", inputs=str(tmp_path / "*.aedat4")) == 2
+    assert "no recordings match" in capsys.readouterr().err
+
+
+def test_repository_config_parses():
+    config = Path(__file__).parents[1] / "conf" / "batch.yaml"
+    args = batch.build_parser().parse_args(["--config", str(config)])
+    assert args.checkpoint and args.inputs and args.output
+
+
+def test_brace_expansion():
+    assert batch.expand_braces("a/*.{x,y}/{1,2}") == ["a/*.x/1", "a/*.x/2", "a/*.y/1", "a/*.y/2"]
