@@ -103,6 +103,8 @@ def to_frame(
     return frames
 
 
-def to_image(events: np.ndarray, sensor_size: Sequence[int], dtype: DTypeLike = np.int16):
+def to_image(
+    events: np.ndarray, sensor_size: Sequence[int], dtype: DTypeLike = np.int16
+) -> np.ndarray:
     """All events counted into one image (P, H, W), like tonic's ToImage."""
     return to_frame(events, sensor_size, event_count=max(len(events), 1), dtype=dtype)[0]

@@ -52,10 +52,26 @@ def _filtered(events: np.ndarray, mask: Callable[[np.ndarray], np.ndarray]) -> n
     return filters.select(events, mask(from_tonic_layout(events)))
 
 
-def _sampled(value: float | tuple[float, float]) -> float:
-    """tonic's `get_params`: a tuple (low, high) draws uniformly from np.random."""
+def _in_callers_layout(events: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """Our events converted back to the caller's dtype (polarity as 0 / 1)."""
+    if events.dtype == like.dtype:
+        return events
+    out = np.zeros(len(events), like.dtype)
+    for name in like.dtype.names:
+        if name in EVENT_DTYPE.names:
+            out[name] = events[name]
+    return out
+
+
+def _mapped(events: np.ndarray, function: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """function (on our dtype) applied to the caller's events, returned in their dtype."""
+    return _in_callers_layout(function(from_tonic_layout(events)), events)
+
+
+def _ratio(value: float | tuple[float, float]) -> float:
+    """A (low, high) tuple drawn uniformly from np.random, as tonic's transforms do."""
     if isinstance(value, tuple):
-        return int((value[1] - value[0]) * np.random.random_sample() + value[0])
+        return (value[1] - value[0]) * np.random.random_sample() + value[0]
     return value
 
 
@@ -133,37 +149,14 @@ class Denoise:
 class RefractoryPeriod:
     """Drop events within delta us of their pixel's previous event: `filters.refractory_period`.
 
-    delta may be a (low, high) tuple, drawn per call from np.random as tonic does.
+    delta may be a (low, high) tuple, drawn per call from np.random (and truncated) as tonic.
     """
 
     delta: float | tuple[float, float]
 
     def __call__(self, events: np.ndarray) -> np.ndarray:
-        delta = _sampled(self.delta)
+        delta = int(_ratio(self.delta)) if isinstance(self.delta, tuple) else self.delta
         return _filtered(events, lambda ev: filters.refractory_mask(ev, delta))
-
-
-def _in_callers_layout(events: np.ndarray, like: np.ndarray) -> np.ndarray:
-    """Our events converted back to the caller's dtype (polarity as 0 / 1)."""
-    if events.dtype == like.dtype:
-        return events
-    out = np.zeros(len(events), like.dtype)
-    for name in like.dtype.names:
-        if name in EVENT_DTYPE.names:
-            out[name] = events[name]
-    return out
-
-
-def _mapped(events: np.ndarray, function: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """function (on our dtype) applied to the caller's events, returned in their dtype."""
-    return _in_callers_layout(function(from_tonic_layout(events)), events)
-
-
-def _ratio(value: float | tuple[float, float]) -> float:
-    """A (low, high) tuple drawn uniformly from np.random, as tonic's transforms do."""
-    if isinstance(value, tuple):
-        return (value[1] - value[0]) * np.random.random_sample() + value[0]
-    return value
 
 
 @dataclass(frozen=True)
