@@ -28,6 +28,7 @@ _MULTI, _DELAY, _SYN, _ADAPT, _HAS_AMOUNT, _HAS_LOW, _DETACH = (1 << k for k in 
 _KIND_SHIFT = 9  # 3 bits
 # backward-only bits: which gradients arrive and which are wanted
 _HAS_GS, _HAS_GU, _NEED_BETA, _NEED_ALPHA = (1 << k for k in range(12, 16))
+_FORWARD_BITS = 3 | _MULTI | _DELAY | _SYN | _ADAPT | _HAS_AMOUNT | _HAS_LOW  # forward's switches
 _RESET_CODES = {"subtract": 0, "zero": 1, "none": 2}
 
 
@@ -309,7 +310,11 @@ class _FusedNeuron(torch.autograd.Function):
         s, u = torch.empty_like(x2), torch.empty_like(x2)
         i_seq, a_seq = trace(alpha is not None), trace(cfg.adaptive)
         beta_n, alpha_n = _per_element(beta, step_shape, x), _per_element(alpha, step_shape, x)
-        _run(_forward_kernel(code), (x2, beta_n, alpha_n, sc, v, i, a, s, u, i_seq, a_seq), n)
+        _run(
+            _forward_kernel(code & _FORWARD_BITS),
+            (x2, beta_n, alpha_n, sc, v, i, a, s, u, i_seq, a_seq),
+            n,
+        )
         ctx.save_for_backward(u, i_seq, a_seq, v0.detach().reshape(n), beta, alpha)
         ctx.i0 = state(i0)
         ctx.sc, ctx.code, ctx.shapes = sc, code, (x.shape, step_shape)
