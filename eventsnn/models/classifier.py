@@ -21,6 +21,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from eventsnn.data.errors import ConfigError
 from eventsnn.models.readout import READOUTS
 from eventsnn.nn import SpikingNeuron, build, detach_states, reset_states
+from eventsnn.nn.analysis import Analyzer
 
 
 def _adam(params: Any) -> torch.optim.Optimizer:
@@ -31,7 +32,8 @@ class SpikingClassifier(pl.LightningModule):
     """Surrogate-gradient classifier over a built spiking network; see the module docstring.
 
     Logs ``{train,val,test}_loss`` and ``_acc`` and, in evaluation, the firing rate of each
-    spiking layer (``rate/<index>_<layer>``). ``predict_step`` returns class probabilities.
+    spiking layer (``rate/<index>``, spikes per neuron per step) and ``synops`` (synaptic
+    operations per sample, as Sinabs' SNNAnalyzer). ``predict_step`` returns class probabilities.
     """
 
     def __init__(
@@ -54,16 +56,15 @@ class SpikingClassifier(pl.LightningModule):
         self.net = build(network, input_shape)
         self.input_shape = tuple(int(s) for s in input_shape)
         self.readout_fn, self.reads_membrane = READOUTS[readout]
-        layers = list(enumerate(zip(self.net.names, self.net, strict=True)))
-        neurons = [(i, name, m) for i, (name, m) in layers if isinstance(m, SpikingNeuron)]
+        neurons = [i for i, m in enumerate(self.net) if isinstance(m, SpikingNeuron)]
         if not neurons:
             raise ConfigError("model.network", "the network has no spiking layer")
-        self.rate_names = [f"rate/{i}_{name}" for i, name, _ in neurons]
-        self._rates: list[torch.Tensor] = []
-        for _, _, module in neurons:
-            module.register_forward_hook(self._record_rate)
-        self.output_index = neurons[-1][0]
+        self.output_index = neurons[-1]
         self.net[self.output_index].record_membrane = self.reads_membrane
+        self._rates: list[torch.Tensor] = []
+        if firing_rate_reg:
+            for i in neurons:
+                self.net[i].register_forward_hook(self._record_rate)
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
         self.automatic_optimization = tbptt_steps is None
@@ -97,14 +98,15 @@ class SpikingClassifier(pl.LightningModule):
             loss = loss + self.hparams.firing_rate_reg * torch.stack(self._rates).mean()
         return loss
 
-    def _log_step(self, stage: str, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor):
+    def _log_step(
+        self, stage: str, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, **extra: float
+    ) -> None:
         acc = (logits.argmax(-1) == y).float().mean()
         options = {"on_step": stage == "train", "on_epoch": True, "batch_size": len(y)}
         self.log(f"{stage}_loss", loss, prog_bar=True, **options)
         self.log(f"{stage}_acc", acc, prog_bar=True, **options)
-        if stage != "train":
-            for name, rate in zip(self.rate_names, self._rates, strict=False):
-                self.log(name, rate, **options)
+        for name, value in extra.items():
+            self.log(name, value, **options)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         """Cross entropy on the readout; by truncated BPTT windows when ``tbptt_steps`` is set."""
@@ -142,8 +144,11 @@ class SpikingClassifier(pl.LightningModule):
 
     def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         x, y = batch
-        logits = self.logits(x)
-        self._log_step(stage, self._loss(logits, y), logits, y)
+        with Analyzer(self.net) as activity:
+            logits = self.logits(x)
+        rates = {f"rate/{name}": rate for name, rate in activity.firing_rates().items()}
+        synops = activity.synops()["total"]
+        self._log_step(stage, self._loss(logits, y), logits, y, synops=synops, **rates)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
         """Loss, accuracy and firing rates on the validation split."""
