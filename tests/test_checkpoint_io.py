@@ -143,3 +143,11 @@ def test_sigkill_during_repeated_saves_leaves_a_whole_checkpoint(tmp_path):
         for name in temporaries:  # what a killed save leaves: never the checkpoint itself
             os.unlink(tmp_path / name)
     assert leftovers >= 1, "no kill landed during a save: the test did not exercise the crash"
+
+
+def test_reading_only_some_top_level_keys(tmp_path):
+    path = tmp_path / "x.h5"
+    write_checkpoint(path, sample_checkpoint(4) | {"hyper_parameters": {"lr": 0.1, "dims": (3, 4)}})
+    part = read_checkpoint(path, keys=["hyper_parameters", "epoch", "absent"])
+    assert part == {"epoch": 4, "hyper_parameters": {"lr": 0.1, "dims": (3, 4)}}
+    assert list(part) == ["epoch", "hyper_parameters"]  # the file's order

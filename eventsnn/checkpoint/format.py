@@ -20,7 +20,7 @@ or malformed node raises :class:`CheckpointError` naming the key path too.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -73,9 +73,17 @@ def write_tree(group: h5py.Group, tree: Mapping[str, Any], where: str = "") -> N
     _write_dict(group, tree, where or group.name)
 
 
-def read_tree(group: h5py.Group, device: torch.device | str | None = None) -> Any:
-    """Read a group written by :func:`write_tree` back into Python objects, tensors on `device`."""
-    return _read_node(group, group.name, device)
+def read_tree(
+    group: h5py.Group, device: torch.device | str | None = None, keys: Iterable[Any] | None = None
+) -> Any:
+    """Read a group written by :func:`write_tree` back into Python objects, tensors on `device`.
+
+    With `keys`, read only those entries of the (dict) group that exist: a cheap partial read.
+    """
+    if keys is None:
+        return _read_node(group, group.name, device)
+    wanted = set(keys)
+    return _read_dict(group, group.name, device, [k for k in dict_keys(group) if k in wanted])
 
 
 def _join(where: str, key: Any) -> str:
@@ -216,10 +224,10 @@ def dict_keys(group: h5py.Group) -> list[str | int]:
         raise CheckpointError(f"{group.name}: missing or malformed {KEYS_ATTR}") from error
 
 
-def _read_dict(group: h5py.Group, where: str, device: Any) -> dict:
+def _read_dict(group: h5py.Group, where: str, device: Any, keys: list | None = None) -> dict:
     return {
         key: _read_child(group, encode_name(str(key)), _join(where, key), device)
-        for key in dict_keys(group)
+        for key in (dict_keys(group) if keys is None else keys)
     }
 
 

@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,12 +50,17 @@ def write_checkpoint(path: str | os.PathLike, checkpoint: Mapping[str, Any]) -> 
 
 
 def read_checkpoint(
-    path: str | os.PathLike, device: torch.device | str | None = None
+    path: str | os.PathLike,
+    device: torch.device | str | None = None,
+    keys: Iterable[str] | None = None,
 ) -> dict[str, Any]:
-    """Read the checkpoint dict of `path`, tensors on `device` (CPU when None)."""
+    """Read the checkpoint dict of `path`, tensors on `device` (CPU when None).
+
+    With `keys`, only those top-level entries that exist (e.g. ``["hyper_parameters"]``).
+    """
     with open_checkpoint(path) as file:
         try:
-            return read_tree(file[TREE_GROUP], device)
+            return read_tree(file[TREE_GROUP], device, keys)
         except CheckpointError as error:
             raise CheckpointError(f"{path}: {error}") from error
         except OSError as error:  # a damaged object header inside an openable file
