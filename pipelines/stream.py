@@ -62,9 +62,13 @@ def _parser() -> argparse.ArgumentParser:
         "--downsample",
         type=float,
         help="spatial factor applied to events before binning, as the training pipeline's "
-        "Downsample (e.g. 0.25 for a 128x128 sensor and a 32x32 network)",
+        "Downsample (default: the per-event transforms of the checkpoint's recipe)",
     )
-    parser.add_argument("--step-us", type=int, default=1000, help="time step (default 1000 us)")
+    parser.add_argument(
+        "--step-us",
+        type=int,
+        help="time step (default: the training ToFrame's time_window, else 1000 us)",
+    )
     parser.add_argument(
         "--window-steps", type=int, default=1, help="steps per result (default 1: every step)"
     )
@@ -214,28 +218,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Load, stream, report: the command without its error handling."""
     import torch
 
-    from eventsnn.checkpoint import load_model
+    from eventsnn.checkpoint import load_model, read_checkpoint
     from eventsnn.encoding.transforms import Downsample
+    from eventsnn.streaming.encoding import encoding_from_hparams
     from eventsnn.streaming.log import StreamLog
     from eventsnn.streaming.runner import StreamRunner
 
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.checkpoint)
+    encoding = encoding_from_hparams(
+        read_checkpoint(args.checkpoint).get("datamodule_hyper_parameters")
+    )
+    for note in encoding.notes:
+        print(f"eventsnn stream: note: {note}", file=sys.stderr)
     shape = getattr(model, "input_shape", None)
-    sensor_size = args.sensor_size or (shape and (shape[2], shape[1], shape[0]))
-    if sensor_size is None:
-        raise EventsError(f"{args.checkpoint}: the model has no input_shape: give --sensor-size")
-    frame_size, event_filter = sensor_size, None
+    model_size = shape and (shape[2], shape[1], shape[0])
+    frame_size, event_filter = encoding.frame_size or model_size, encoding.event_filter
     if args.downsample:
         event_filter = Downsample(spatial_factor=args.downsample)
+    sensor_size = args.sensor_size or (None if event_filter else frame_size)
+    if sensor_size is None:
+        raise EventsError(f"{args.checkpoint}: give --sensor-size (the stream's WxHxP)")
+    if args.downsample:
         width, height, polarities = sensor_size
         frame_size = (int(width * args.downsample), int(height * args.downsample), polarities)
+    elif event_filter is None:
+        frame_size = sensor_size
+    step_us = args.step_us or encoding.step_us or 1000
+    if not (args.step_us or encoding.step_us):
+        print(f"eventsnn stream: note: {step_us} us steps", file=sys.stderr)
+    args.step_us = step_us
     runner = StreamRunner(
         model,
         frame_size,
         event_filter=event_filter,
-        step_us=args.step_us,
+        step_us=step_us,
         window_steps=args.window_steps,
         max_queue_steps=args.max_queue_steps,
         max_lag_ms=args.max_lag_ms,
