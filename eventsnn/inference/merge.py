@@ -1,8 +1,9 @@
 """The rank-0 merge: the previous results file and every rank's part files into one new file.
 
 The new file is written beside the output and renamed over it, so the output is at every moment
-either the previous complete file or the new one; the parts folder is removed only afterwards
-(a recording found in both is taken from its part, the newer).
+either the previous complete file or the new one; the merged parts are removed only afterwards
+(a recording found in both is taken from its part, the newer). After an interruption the merge
+takes the finished parts and leaves the others' unfinished ones alone.
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ from eventsnn.inference.results import (
 )
 
 
-def merge(output: str | os.PathLike, metadata: Mapping[str, Any]) -> int:
-    """Merge parts into `output` with this run's `metadata`; return the number of recordings."""
+def merge(output: str | os.PathLike, metadata: Mapping[str, Any], complete: bool = True) -> int:
+    """Merge parts into `output` with this run's `metadata`; return the number of recordings.
+
+    `complete` (every rank has finished) removes the whole parts folder, unfinished parts of
+    killed runs included; otherwise only the merged parts are removed.
+    """
     output = Path(output)
     folder = parts_dir(output)
     tmp = output.with_name(output.name + ".merge")
@@ -46,7 +51,10 @@ def merge(output: str | os.PathLike, metadata: Mapping[str, Any]) -> int:
         target.attrs["runs"] = json.dumps([*runs, dict(metadata)])
         count = len(recordings)
     os.replace(tmp, output)
-    shutil.rmtree(folder, ignore_errors=True)
+    if complete:
+        shutil.rmtree(folder, ignore_errors=True)
+    for path in parts.values():
+        path.unlink(missing_ok=True)
     return count
 
 

@@ -6,6 +6,7 @@ Final file (one per run, replaced atomically by the merge)::
                               @parameters, @seconds... JSON where not scalar), @runs (JSON list)
     /recordings/<key>         one group per recording, key = hash of its path
         @path @size @sha256 @status ("done" | "failed") @error @n_events @n_windows @seconds
+        @rank (the process that wrote it)
         @predicted @predicted_majority  (whole recording: mean probability / majority; -1 if none)
         t_start t_stop first_event n_events index   (n_windows,) int64, window [t_start, t_stop)
         probabilities (n, classes) predicted (n,) spike_counts (n, classes)
@@ -85,12 +86,13 @@ def _plain(value: Any) -> Any:
 class RecordingPart:
     """One recording's part file while it is written: rows appended per batch, then finished."""
 
-    def __init__(self, folder: Path, path: str) -> None:
+    def __init__(self, folder: Path, path: str, rank: int = 0) -> None:
         self.final = folder / f"{recording_key(path)}.h5"
         self.tmp = folder / f"{self.final.name}.tmp-{os.getpid()}"
         self.file = h5py.File(self.tmp, "w")
         self.group = self.file.create_group(PART_GROUP)
         self.group.attrs["path"] = path
+        self.group.attrs["rank"] = rank
 
     def append(self, columns: Mapping[str, np.ndarray]) -> None:
         """Append rows (one per window) to the datasets named by `columns`."""

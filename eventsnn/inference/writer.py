@@ -47,10 +47,12 @@ class ResultsWriter(BasePredictionWriter):
         self.started = time.perf_counter()
         self.folder = parts_dir(self.output)
         self.bar: tqdm | None = None
+        self.rank = 0
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """This rank's parts folder and progress bar (rank 0 only)."""
-        self.folder = parts_dir(self.output) / f"rank-{trainer.global_rank}"
+        self.rank = trainer.global_rank
+        self.folder = parts_dir(self.output) / f"rank-{self.rank}"
         self.folder.mkdir(parents=True, exist_ok=True)
         mine = len(list(self.paths)[trainer.global_rank :: trainer.world_size])
         self.bar = tqdm(
@@ -90,7 +92,7 @@ class ResultsWriter(BasePredictionWriter):
 
     def _part(self, index: int) -> RecordingPart:
         if index not in self.open:
-            self.open[index] = RecordingPart(self.folder, self.paths[index])
+            self.open[index] = RecordingPart(self.folder, self.paths[index], self.rank)
         return self.open[index]
 
     def _show(self, finished: int) -> None:
@@ -104,13 +106,27 @@ class ResultsWriter(BasePredictionWriter):
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Wait for every rank, then merge on rank 0."""
+        self._close()
+        trainer.strategy.barrier("eventsnn-batch-merge")
+        if trainer.is_global_zero:
+            self._merge(complete=True)
+        trainer.strategy.barrier("eventsnn-batch-merged")
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """Interrupted (Ctrl-C) or failed: rank 0 merges the recordings finished so far."""
+        self._close()
+        if trainer.is_global_zero:
+            self._merge(complete=False)
+
+    def _close(self) -> None:
         if self.bar is not None:
             self.bar.close()
         for part in self.open.values():
             part.abandon()
         self.open.clear()
-        trainer.strategy.barrier("eventsnn-batch-merge")
-        if trainer.is_global_zero:
-            seconds = time.time() - float(self.metadata.get("started_unix", time.time()))
-            merge(self.output, {**self.metadata, "seconds": seconds})
-        trainer.strategy.barrier("eventsnn-batch-merged")
+
+    def _merge(self, complete: bool) -> None:
+        seconds = time.time() - float(self.metadata.get("started_unix", time.time()))
+        merge(self.output, {**self.metadata, "seconds": seconds, "complete": complete}, complete)

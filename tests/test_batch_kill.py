@@ -1,0 +1,126 @@
+"""`eventsnn batch` killed mid-run (SIGKILL, SIGINT) loses nothing finished; two DDP ranks on CPU.
+
+The command runs in a subprocess over enough recordings to be caught mid-way: the test waits
+until some recordings are finished, kills it, checks what is on disk, and re-runs to completion.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from test_batch_cli import GOOD, SENSOR, make_checkpoint, random_events, write_recordings
+
+from eventsnn.events import write
+from eventsnn.inference import iter_records, parts_dir
+from pipelines import batch
+
+ROOT = Path(__file__).parents[1]
+N_RECORDINGS = 30
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict[str, Path]:
+    """A checkpoint and 30 recordings of 20 windows each."""
+    root = tmp_path_factory.mktemp("kill")
+    folder = root / "recordings"
+    folder.mkdir()
+    for i in range(N_RECORDINGS):
+        write(folder / f"r{i:02d}.npy", random_events(i, 4000, 200_000), SENSOR)
+    return {"root": root, "checkpoint": make_checkpoint(root / "model.h5"), "folder": folder}
+
+
+def command(setup: dict[str, Path], output: Path, *extra: str) -> list[str]:
+    return [
+        *(sys.executable, "-m", "pipelines.cli", "batch"),
+        *("--checkpoint", str(setup["checkpoint"]), "--inputs", str(setup["folder"])),
+        *("--output", str(output), "--batch-size", "1", "--progress", "false", *extra),
+    ]
+
+
+def finished_parts(output: Path) -> list[Path]:
+    return list(parts_dir(output).glob("rank-*/*.h5"))
+
+
+def start_and_stop(setup: dict[str, Path], output: Path, sig: int) -> subprocess.CompletedProcess:
+    """Start the command, wait for 3 finished recordings, send `sig`, wait for the end."""
+    process = subprocess.Popen(
+        command(setup, output), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while len(finished_parts(output)) < 3 and process.poll() is None:
+        assert time.monotonic() < deadline, "the run never finished a recording"
+        time.sleep(0.02)
+    process.send_signal(sig)
+    out, err = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def assert_resumes(setup: dict[str, Path], output: Path, done_before: int, capsys) -> None:
+    """A re-run skips what was finished and completes the rest, each recording once."""
+    assert batch.main([*command(setup, output)[3:]]) == 0
+    table = capsys.readouterr().out
+    skipped = int(re.search(r"skipped \(done before\)\s+(\d+)", table).group(1))
+    assert skipped >= done_before
+    records = list(iter_records(output))
+    assert len(records) == len({r["path"] for r in records}) == N_RECORDINGS
+    assert all(r["status"] == "done" and r["n_windows"] == 20 for r in records)
+    assert not parts_dir(output).exists()
+
+
+@pytest.mark.slow
+def test_sigkill_loses_nothing_finished(setup, capsys):
+    output = setup["root"] / "killed.h5"
+    result = start_and_stop(setup, output, signal.SIGKILL)
+    assert result.returncode == -signal.SIGKILL
+    finished = list(iter_records(output))  # every finished part is a readable file
+    assert 3 <= len(finished) < N_RECORDINGS
+    assert all(r["status"] == "done" and r["n_windows"] == 20 for r in finished)
+    assert_resumes(setup, output, len(finished), capsys)
+
+
+@pytest.mark.slow
+def test_sigint_merges_what_was_finished(setup, capsys):
+    output = setup["root"] / "interrupted.h5"
+    result = start_and_stop(setup, output, signal.SIGINT)
+    assert result.returncode != 0
+    with h5py.File(output, "r") as file:  # merged on the way out, readable
+        merged = len(file["recordings"])
+        assert 3 <= merged < N_RECORDINGS
+    assert_resumes(setup, output, merged, capsys)
+
+
+@pytest.mark.slow
+def test_two_ddp_ranks_equal_one_process(tmp_path):
+    checkpoint = make_checkpoint(tmp_path / "model.h5")
+    folder = write_recordings(tmp_path / "recordings")
+    for name in ("corrupt.npy", "empty.h5", "sub/wide.npy"):
+        (folder / name).unlink()
+    outputs = {}
+    for devices in (1, 2):
+        output = outputs[devices] = tmp_path / f"ddp{devices}.h5"
+        args = ["--checkpoint", str(checkpoint), "--inputs", str(folder), "--output", str(output)]
+        args += ["--devices", str(devices), "--strategy", "ddp" if devices == 2 else "auto"]
+        result = subprocess.run(
+            [sys.executable, "-m", "pipelines.cli", "batch", *args, "--progress", "false"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+    with h5py.File(outputs[1], "r") as one, h5py.File(outputs[2], "r") as two:
+        assert sorted(one["recordings"]) == sorted(two["recordings"])
+        assert len(two["recordings"]) == len(GOOD)
+        assert {g.attrs["rank"] for g in two["recordings"].values()} == {0, 1}
+        for key, group in one["recordings"].items():
+            np.testing.assert_allclose(
+                group["probabilities"][:], two["recordings"][key]["probabilities"][:], atol=1e-6
+            )
