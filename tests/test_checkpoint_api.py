@@ -17,6 +17,7 @@ from eventsnn.checkpoint import (
     save,
     write_checkpoint,
 )
+from eventsnn.checkpoint.plugin import class_path
 from eventsnn.models import SpikingClassifier
 from eventsnn.nn import LAYERS, build, get_states, reset_states
 
@@ -39,10 +40,10 @@ SPECS = {
         + [{"linear": {"out": 5}}, {"lif": {"beta": 0.9}}],
         [2, 10, 10],
     ),
-    "crop-sumpool-iaf-relu-dropout": (
+    "crop-sumpool-iaf-relu-dropout-quantize": (
         [{"crop": {"top": 1, "left": 2}}, {"sumpool": 3}, {"conv": {"out": 3, "kernel": 1}}]
         + [{"iaf": {}}, "flatten", "relu", {"dropout": {"p": 0.3}}, {"linear": {"out": 4}}]
-        + [{"iaf": {}}],
+        + ["quantize", {"neuromorphic_relu": {}}, {"linear": {"out": 4}}, {"iaf": {}}],
         [2, 10, 10],
     ),
     "spiking-maxpool-alif-recurrent": (
@@ -170,6 +171,14 @@ def test_lightning_cli_bookkeeping_hyper_parameters_are_ignored(tmp_path):
         "input_shape": shape,
     }
     path, _ = saved_net(tmp_path, hyper_parameters=hparams)
+    assert type(load_model(path, allowed_classes=[SpikingNet])) is SpikingNet
+
+
+def test_the_lightning_cli_class_path_is_used_when_model_class_is_missing(tmp_path):
+    spec, shape = SPECS["conv-lif-maxpool-linear-lif"]
+    hparams = {"_class_path": class_path(SpikingNet), "network": spec, "input_shape": shape}
+    path, _ = saved_net(tmp_path, hyper_parameters=hparams)
+    write_checkpoint(path, {k: v for k, v in read_checkpoint(path).items() if k != "model_class"})
     assert type(load_model(path, allowed_classes=[SpikingNet])) is SpikingNet
 
 

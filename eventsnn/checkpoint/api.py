@@ -62,12 +62,16 @@ def load_model(
 ) -> pl.LightningModule:
     """Rebuild the LightningModule stored in `path`: its class, hyper-parameters, weights, states.
 
-    The class must be a LightningModule under ``eventsnn.`` or one of `allowed_classes`. The module
-    is returned in eval mode on `map_location` (CPU when None).
+    The class (``model_class``, else LightningCLI's ``_class_path`` hyper-parameter) must be a
+    LightningModule under ``eventsnn.`` or one of `allowed_classes`. The module is returned in
+    eval mode on `map_location` (CPU when None).
     """
     checkpoint = read_checkpoint(path, device=map_location)
-    cls = _model_class(checkpoint.get(MODEL_CLASS_KEY), path, allowed_classes)
-    model = cls(**_init_arguments(cls, checkpoint.get(HPARAMS_KEY, {}), path))
+    hparams = checkpoint.get(HPARAMS_KEY, {})
+    # LightningCLI records the class too, which covers weights-only saves (no callback hooks)
+    name = checkpoint.get(MODEL_CLASS_KEY, hparams.get("_class_path"))
+    cls = _model_class(name, path, allowed_classes)
+    model = cls(**_init_arguments(cls, hparams, path))
     _restore(model, checkpoint, path, states=True)
     return model.to(map_location or "cpu").eval()
 

@@ -29,6 +29,7 @@ FORMAT_VERSION = 1
 TREE_GROUP = "checkpoint"
 MODEL_CLASS_KEY = "model_class"
 HPARAMS_KEY = "hyper_parameters"
+DATAMODULE_HPARAMS_KEY = "datamodule_hyper_parameters"
 
 
 def write_checkpoint(path: str | os.PathLike, checkpoint: Mapping[str, Any]) -> None:
@@ -91,8 +92,9 @@ def _write_header(file: h5py.File, checkpoint: Mapping[str, Any]) -> None:
     # readable copies for other tools (h5dump, other languages); readers use the typed tree
     if MODEL_CLASS_KEY in checkpoint:
         file.attrs[MODEL_CLASS_KEY] = str(checkpoint[MODEL_CLASS_KEY])
-    if HPARAMS_KEY in checkpoint:
-        file.attrs[HPARAMS_KEY] = json.dumps(checkpoint[HPARAMS_KEY], default=repr)
+    for key in (HPARAMS_KEY, DATAMODULE_HPARAMS_KEY):
+        if key in checkpoint:
+            file.attrs[key] = json.dumps(checkpoint[key], default=repr)
 
 
 def _check_header(file: h5py.File, path: Path) -> None:

@@ -77,10 +77,7 @@ class HDF5ModelCheckpoint(ModelCheckpoint):
     """
 
     FILE_EXTENSION = ".h5"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._resumed_rng_states: dict[str, Any] | None = None
+    _resumed_rng_states: dict[str, Any] | None = None
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
