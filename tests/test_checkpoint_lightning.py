@@ -21,6 +21,7 @@ from eventsnn.checkpoint import (
     read_checkpoint,
 )
 from eventsnn.checkpoint.plugin import class_path
+from eventsnn.models import SpikingClassifier
 from pipelines.ckpt import main as ckpt_main
 
 
@@ -301,3 +302,34 @@ def test_ckpt_info_on_a_bad_file_is_one_error_line(tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.startswith(f"eventsnn ckpt: {path}: not an HDF5 file")
     assert error.count("\n") == 1
+
+
+def time_first(batch):
+    """Collate (T, C, H, W) samples into a time-first (T, B, C, H, W) batch."""
+    return torch.stack([x for x, _ in batch], dim=1), torch.tensor([y for _, y in batch])
+
+
+def fit_classifier(root, max_epochs, ckpt_path=None):
+    pl.seed_everything(0, verbose=False)
+    spec = [{"conv": {"out": 4, "kernel": 3}}, {"lif": {"beta": 0.9}}, {"maxpool": 2}, "flatten"]
+    spec += [{"dropout": {"p": 0.2}}, {"linear": {"out": 3}}, {"lif": {"beta": 0.9}}]
+    model = SpikingClassifier(spec, [2, 8, 8])
+    del model.hparams["optimizer"]  # a Python callable (the default Adam): not data
+    gen = torch.Generator().manual_seed(5)
+    x = (torch.rand(24, 6, 2, 8, 8, generator=gen) < 0.3).float()
+    y = torch.randint(0, 3, (24,), generator=gen)
+    train = DataLoader(TensorDataset(x[:16], y[:16]), 4, shuffle=True, collate_fn=time_first)
+    val = DataLoader(TensorDataset(x[16:], y[16:]), 4, collate_fn=time_first)
+    make_trainer(root, max_epochs).fit(model, train, val, ckpt_path=ckpt_path)
+    return model
+
+
+@pytest.mark.slow
+def test_spiking_classifier_resumes_exactly_and_loads_for_inference(tmp_path):
+    fit_classifier(tmp_path / "a", max_epochs=1)
+    last = tmp_path / "a" / "last.h5"
+    for_inference = load_model(last)
+    resumed = fit_classifier(tmp_path / "a", max_epochs=2, ckpt_path=last)
+    straight = fit_classifier(tmp_path / "b", max_epochs=2)
+    assert_same_weights(resumed, straight)
+    assert type(for_inference) is SpikingClassifier and not for_inference.training
