@@ -64,6 +64,13 @@ def test_not_hdf5_names_the_path(tmp_path):
         read_checkpoint(path)
 
 
+def test_a_torch_checkpoint_is_pointed_to_convert(tmp_path):
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match=f"{path}: not an HDF5 file but a torch.save zip"):
+        read_checkpoint(path)
+
+
 def test_plain_hdf5_file_is_not_a_checkpoint(tmp_path):
     path = tmp_path / "data.h5"
     with h5py.File(path, "w") as file:

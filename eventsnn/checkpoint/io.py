@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import secrets
+import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,7 +78,12 @@ def open_checkpoint(path: str | os.PathLike) -> Iterator[h5py.File]:
     try:
         file = h5py.File(path, "r")
     except OSError as error:
-        what = "truncated or damaged HDF5 file" if h5py.is_hdf5(path) else "not an HDF5 file"
+        if h5py.is_hdf5(path):
+            what = "truncated or damaged HDF5 file"
+        elif zipfile.is_zipfile(path):
+            what = "not an HDF5 file but a torch.save zip (convert it: eventsnn ckpt convert)"
+        else:
+            what = "not an HDF5 file"
         raise CheckpointError(f"{path}: {what} ({error})") from error
     with file:
         _check_header(file, path)
