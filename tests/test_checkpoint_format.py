@@ -199,3 +199,16 @@ def test_reading_a_damaged_tree_names_the_missing_key(tmp_path):
         del file["tree/outer/gone"]
     with h5py.File(path, "r") as file, pytest.raises(CheckpointError, match="/tree/outer/gone"):
         read_tree(file["tree"])
+
+
+@pytest.mark.parametrize(
+    ("dtype_tag", "message"),
+    [("load", "unknown tensor dtype 'load'"), ("float64", "data of torch.float32 cannot hold")],
+)
+def test_reading_a_tensor_with_a_bad_dtype_tag_names_it(tmp_path, dtype_tag, message):
+    path = tmp_path / "tree.h5"
+    with h5py.File(path, "w") as file:
+        write_tree(file.create_group("tree"), {"w": torch.ones(3)})
+        file["tree/w"].attrs["@dtype"] = dtype_tag
+    with h5py.File(path, "r") as file, pytest.raises(CheckpointError, match=f"/tree/w: {message}"):
+        read_tree(file["tree"])

@@ -51,6 +51,9 @@ _NUMPY_NATIVE = {
     torch.complex128,
 }
 _SAME_WIDTH_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+_TORCH_DTYPES = {
+    name: value for name, value in vars(torch).items() if isinstance(value, torch.dtype)
+}
 
 
 def encode_name(key: str) -> str:
@@ -68,9 +71,9 @@ def decode_name(name: str) -> str:
     return "" if name == "%" else unquote(name)
 
 
-def write_tree(group: h5py.Group, tree: Mapping[str, Any], where: str = "") -> None:
+def write_tree(group: h5py.Group, tree: Mapping[str, Any]) -> None:
     """Write a dict into an existing, empty group (the group becomes the dict)."""
-    _write_dict(group, tree, where or group.name)
+    _write_dict(group, tree, group.name)
 
 
 def read_tree(
@@ -240,11 +243,13 @@ def _read_child(group: h5py.Group, name: str, where: str, device: Any) -> Any:
 
 
 def _read_tensor(dataset: h5py.Dataset, where: str, device: Any) -> torch.Tensor:
-    dtype = getattr(torch, str(dataset.attrs.get(DTYPE_ATTR, "")), None)
-    if not isinstance(dtype, torch.dtype):
+    dtype = _TORCH_DTYPES.get(str(dataset.attrs.get(DTYPE_ATTR, "")))
+    if dtype is None:
         raise CheckpointError(f"{where}: unknown tensor dtype {dataset.attrs.get(DTYPE_ATTR)!r}")
     tensor = torch.from_numpy(np.asarray(_read_data(dataset, where)))
     if tensor.dtype != dtype:
+        if tensor.element_size() != dtype.itemsize:
+            raise CheckpointError(f"{where}: data of {tensor.dtype} cannot hold {dtype}")
         tensor = tensor.view(dtype)
     return tensor if device is None else tensor.to(device)
 
