@@ -101,6 +101,17 @@ def test_newer_format_version_names_path_and_versions(tmp_path):
         read_checkpoint(path)
 
 
+def test_missing_format_version_is_named(tmp_path):
+    path = tmp_path / "old.h5"
+    write_checkpoint(path, sample_checkpoint())
+    with h5py.File(path, "a") as file:
+        del file.attrs["format_version"]
+    with pytest.raises(
+        CheckpointError, match=f"{path}: root attribute 'format_version' is missing"
+    ):
+        read_checkpoint(path)
+
+
 def test_damaged_tree_names_path_and_key(tmp_path):
     path = tmp_path / "damaged.h5"
     write_checkpoint(path, sample_checkpoint())

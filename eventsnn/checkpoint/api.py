@@ -68,6 +68,8 @@ def load_model(
     """
     checkpoint = read_checkpoint(path, device=map_location)
     hparams = checkpoint.get(HPARAMS_KEY, {})
+    if not isinstance(hparams, Mapping):
+        raise CheckpointError(f"{path}: {HPARAMS_KEY} is a {type(hparams).__name__}, not a dict")
     # LightningCLI records the class too, which covers weights-only saves (no callback hooks)
     name = checkpoint.get(MODEL_CLASS_KEY, hparams.get("_class_path"))
     cls = _model_class(name, path, allowed_classes)

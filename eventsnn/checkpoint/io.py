@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import numpy as np
 import torch
 
 import eventsnn
@@ -107,7 +108,9 @@ def _check_header(file: h5py.File, path: Path) -> None:
     if file.attrs.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path}: not an eventsnn checkpoint (root attribute 'format')")
     version = file.attrs.get("format_version")
-    if version is None or int(version) > FORMAT_VERSION:
+    if not isinstance(version, np.integer):
+        raise CheckpointError(f"{path}: root attribute 'format_version' is missing or not an int")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: format_version {version} is newer than this eventsnn reads "
             f"({FORMAT_VERSION}); upgrade eventsnn"
