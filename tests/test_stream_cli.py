@@ -20,6 +20,7 @@ from eventsnn.encoding import to_frame
 from eventsnn.events import make_events, read, write
 from eventsnn.models import SpikingClassifier
 from eventsnn.nn import reset_states
+from eventsnn.streaming import ReplaySource, StreamRunner
 from eventsnn.streaming.log import read_log
 from pipelines import stream
 
@@ -173,3 +174,34 @@ def test_ctrl_c_stops_cleanly_with_a_summary(files):
     assert "eventsnn stream: summary" in err.decode()
     assert "Traceback" not in err.decode()
     assert os.path.exists(files["checkpoint"])
+
+
+@pytest.mark.slow
+def test_stream_equals_the_batch_pipeline_on_the_same_recording(files, tmp_path):
+    import h5py
+
+    from pipelines import batch
+
+    transform = [
+        {
+            "class_path": "eventsnn.encoding.transforms.ToFrame",
+            "init_args": {"sensor_size": list(SENSOR), "time_window": 1000},
+        }
+    ]
+    argv = [
+        "batch", "--checkpoint", str(files["checkpoint"]), "--inputs", str(files["recording"]),
+        "--output", str(tmp_path / "batch.h5"), "--transform", json.dumps(transform),
+        "--window-us", "1000000", "--progress", "false",
+    ]  # fmt: skip
+    assert batch.main(argv) == 0
+    with h5py.File(tmp_path / "batch.h5") as results:
+        (record,) = results["recordings"].values()
+        counts, probabilities = record["spike_counts"][0], record["probabilities"][0]
+    runner = StreamRunner(files["model"], SENSOR, step_us=1000, window_steps=10**6)
+    for packet in ReplaySource(files["recording"], speed=None, packet_us=7000):
+        runner.feed(packet.events, packet.arrival_ns)
+    # the whole recording is one batch window (its complete 1 ms steps): one stream window
+    (window,) = runner.close_window()
+    np.testing.assert_array_equal(window.spike_counts, counts)
+    np.testing.assert_allclose(window.probabilities, probabilities, rtol=1e-5, atol=1e-12)
+    assert window.label == int(np.argmax(probabilities))

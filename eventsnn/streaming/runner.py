@@ -240,6 +240,13 @@ class StreamRunner:
         self._window_events = 0
         self._window_reset = True
 
+    def close_window(self) -> list[StreamResult]:
+        """Emit the window in progress now (before a reset, or to end a window early)."""
+        if not self._window_spikes:
+            return []
+        last = self.binner.next_step - 1
+        return [self._result(self._window_first_step(last), last, time.time_ns())]
+
     def request_reset(self) -> None:
         """Ask for a reset before the next step (safe from a signal handler or another thread)."""
         self._reset_requested = True
@@ -311,7 +318,7 @@ class StreamRunner:
         while self.binner.ready:
             if self._reset_requested:
                 self._reset_requested = False
-                results += self._close_window()
+                results += self.close_window()
                 self.reset()
             self._drop_excess()
             if not self.binner.ready:
@@ -321,7 +328,7 @@ class StreamRunner:
             if gap is not None:
                 before, after = gap
                 if before < self.binner.next_step:  # at the gap: skip its empty steps, reset
-                    results += self._close_window()
+                    results += self.close_window()
                     self.stats.skipped_steps += after - self.binner.next_step
                     self.binner.skip_to(after)
                     self._last_event_step = None
@@ -392,13 +399,6 @@ class StreamRunner:
                 results.append(self._result(first, int(steps[end]), now_ns, batch.arrival_ns[end]))
             start = end + 1
         return results
-
-    def _close_window(self) -> list[StreamResult]:
-        """Emit the partial window in progress (before a reset)."""
-        if not self._window_spikes:
-            return []
-        last = self.binner.next_step - 1
-        return [self._result(self._window_first_step(last), last, time.time_ns())]
 
     def _result(
         self, first: int, last: int, now_ns: int, arrival_ns: int | None = None
