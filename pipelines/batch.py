@@ -21,7 +21,8 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,12 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--devices", type=int, default=1, help="processes (devices) a node")
     parser.add_argument("--num-nodes", type=int, default=1)
     parser.add_argument("--strategy", type=str, default="auto", help="e.g. ddp")
+    parser.add_argument(
+        "--threads",
+        type=int | None,
+        default=None,
+        help="torch threads a process for this run (default: torch's; 1 on a busy machine)",
+    )
     parser.add_argument("--progress", type=bool, default=True, help="show a progress bar")
     return parser
 
@@ -272,7 +279,24 @@ def main(argv: list[str]) -> int:
         print(f"eventsnn batch: error: {error}", file=sys.stderr)
         return 2
     try:
-        return run(args)
+        with torch_threads(args.threads):
+            return run(args)
     except (ConfigError, CheckpointError, EventsError, OSError) as error:
         print(f"eventsnn batch: error: {error}", file=sys.stderr)
         return 2
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `threads` for the run (when given), then put back."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -91,7 +91,8 @@ def setup(tmp_path_factory) -> dict[str, Path]:
 
 def run(setup: dict[str, Path], output: Path, *extra: str, inputs: str | None = None) -> int:
     argv = ["batch", "--checkpoint", str(setup["checkpoint"]), "--output", str(output)]
-    argv += ["--inputs", inputs or str(setup["folder"]), "--progress", "false", *extra]
+    argv += ["--inputs", inputs or str(setup["folder"]), "--progress", "false", "--threads", "1"]
+    argv += extra
     return batch.main(argv)
 
 

@@ -41,7 +41,8 @@ def command(setup: dict[str, Path], output: Path, *extra: str) -> list[str]:
     return [
         *(sys.executable, "-m", "pipelines.cli", "batch"),
         *("--checkpoint", str(setup["checkpoint"]), "--inputs", str(setup["folder"])),
-        *("--output", str(output), "--batch-size", "1", "--progress", "false", *extra),
+        *("--output", str(output), "--batch-size", "1", "--progress", "false", "--threads", "1"),
+        *extra,
     ]
 
 
