@@ -94,3 +94,18 @@ def test_argument_error_line_keeps_the_informative_line():
         "    - Expected a <class 'NoneType'>\n  Given value type: <class 'dict'>"
     )
     assert argument_error_line(message) == "data: Expected a <class 'int'>. Got value: many"
+
+
+@pytest.mark.slow
+def test_ndigits_recipe_learns_and_writes_checkpoints_and_curves(tmp_path: Path, capsys):
+    args = fit_args("ndigits", tmp_path, "--trainer.max_epochs", "3")
+    args[args.index("--data.dataset_options") + 1] = "{samples_per_class: 40}"
+    assert main(args) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("test accuracy"))
+    accuracy = float(line.split()[2].rstrip("%")) / 100
+    assert accuracy > 0.6, line  # ten classes: chance is 0.1
+    (run,) = (tmp_path / "runs" / "ndigits").iterdir()
+    assert {"best.h5", "last.h5"} <= {p.name for p in (run / "checkpoints").iterdir()}
+    assert (run / "learning_curves.png").stat().st_size > 0
+    assert "val_acc" in (run / "metrics.csv").read_text().splitlines()[0]
+    assert "best.h5" in line
