@@ -80,8 +80,9 @@ def wait_for_line(process: subprocess.Popen, text: str, timeout_s: float = 120) 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("udp_format", ["t64_x16_y16_on8", "t32_x16_y15_on1"])
-def test_faery_udp_to_eventsnn_stream_equals_offline(files, udp_format):
+def test_faery_udp_to_eventsnn_stream_equals_offline(files):
+    """faery's CLI -> UDP -> `eventsnn stream` (t32 packets: tests/test_stream_sources.py)."""
+    udp_format = "t64_x16_y16_on8"
     port = free_udp_port()
     command = [
         str(BIN / "eventsnn"), "stream", "--checkpoint", str(files["checkpoint"]),
