@@ -137,3 +137,20 @@ def test_bad_parameters_raise_clear_errors():
         LIF(step_mode="both")
     with pytest.raises(NeuronConfigError, match="adapt_decay"):
         ALIF(adapt_decay=2.0)
+
+
+def test_overwriting_the_input_gives_the_same_spikes_and_gradients():
+    torch.manual_seed(0)
+    x = _sequence().requires_grad_()
+    results = []
+    for overwrite in (False, True):
+        neuron = LIF(beta=0.9, record_membrane=True, overwrite_input=overwrite)
+        current = x * 1.0  # a fresh intermediate, as a synapse's output
+        spikes = neuron(current)
+        loss = (spikes * torch.arange(12.0).view(12, 1, 1, 1)).sum() + neuron.v_trace.square().sum()
+        (grad,) = torch.autograd.grad(loss, x)
+        results.append((spikes, neuron.v_trace.detach().clone(), grad))
+        if overwrite:  # the input now holds the membrane
+            assert torch.equal(current.detach(), results[-1][1])
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)

@@ -200,6 +200,8 @@ def build(spec: Sequence[Any], input_shape: Sequence[int]) -> Network:
             raise SpecError(
                 f"layer {index} ({name}): output shape {out} is empty for input {shape}"
             )
+        if isinstance(module, SpikingNeuron) and layers and isinstance(layers[-1], Conv2d | Linear):
+            module.overwrite_input = True  # the synapse's fresh output is read by nothing else
         layers.append(module)
         names.append(name)
         shape = out

@@ -182,16 +182,19 @@ def neuron_sequence(
     beta: torch.Tensor,
     alpha: torch.Tensor | None,
     cfg: NeuronConfig,
+    overwrite_input: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, NeuronState]:
     """The recurrence over x (T, B, ...): (spikes, membrane before reset, final state).
 
     Runs the fused kernel (one pass over memory forward and backward) where it applies, else
     `neuron_loop`. beta and alpha broadcast against one step's shape (B, ...) without B.
+    overwrite_input lets the fused kernel store the membrane in x's memory (x is then that
+    membrane): only for an x that nothing else reads, such as a synapse's fresh output.
     """
     from eventsnn.nn import kernels  # the fused kernels import numba: load them on first use
 
     if kernels.applies(x, cfg):
-        return kernels.fused_sequence(x, state, beta, alpha, cfg)
+        return kernels.fused_sequence(x, state, beta, alpha, cfg, overwrite_input)
     return neuron_loop(x, state, beta, alpha, cfg)
 
 

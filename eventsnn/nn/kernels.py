@@ -28,7 +28,8 @@ _MULTI, _DELAY, _SYN, _ADAPT, _HAS_AMOUNT, _HAS_LOW, _DETACH = (1 << k for k in 
 _KIND_SHIFT = 9  # 3 bits
 # backward-only bits: which gradients arrive and which are wanted
 _HAS_GS, _HAS_GU, _NEED_BETA, _NEED_ALPHA = (1 << k for k in range(12, 16))
-_FORWARD_BITS = 3 | _MULTI | _DELAY | _SYN | _ADAPT | _HAS_AMOUNT | _HAS_LOW  # forward's switches
+_IN_PLACE = 1 << 16  # forward writes the membrane over its input
+_FORWARD_BITS = 3 | _MULTI | _DELAY | _SYN | _ADAPT | _HAS_AMOUNT | _HAS_LOW | _IN_PLACE
 _RESET_CODES = {"subtract": 0, "zero": 1, "none": 2}
 
 
@@ -122,6 +123,7 @@ def _forward_kernel(code: int):
         bool(code & _HAS_AMOUNT),
         bool(code & _HAS_LOW),
     )
+    in_place = bool(code & _IN_PLACE)
 
     @njit(**_JIT)
     def forward(
@@ -132,7 +134,8 @@ def _forward_kernel(code: int):
         thr, low, rho, scale, fixed_amount = sc[_THR], sc[_LOW], sc[_RHO], sc[_SCALE], sc[_AMOUNT]
         vr, ir, ar, br, alr = v[lo:hi], i[lo:hi], a[lo:hi], beta[lo:hi], alpha[lo:hi]
         for t in range(x.shape[0]):
-            xr, s_out, u_out = x[t, lo:hi], s_seq[t, lo:hi], u_seq[t, lo:hi]
+            xr, s_out = x[t, lo:hi], s_seq[t, lo:hi]
+            u_out = xr if in_place else u_seq[t, lo:hi]  # the same array: no aliasing to check
             i_out, a_out = i_seq[t, lo:hi], a_seq[t, lo:hi]
             for f in range(xr.shape[0]):
                 drive = xr[f]
@@ -291,14 +294,17 @@ class _FusedNeuron(torch.autograd.Function):
     """The whole recurrence as one autograd node (see module docstring)."""
 
     @staticmethod
-    def forward(ctx, x, v0, i0, a0, beta, alpha, cfg: NeuronConfig):  # noqa: D102
-        n_t, step_shape = x.shape[0], x.shape[1:]
+    def forward(ctx, x, v0, i0, a0, beta, alpha, cfg: NeuronConfig, in_place: bool):  # noqa: D102
+        # x: T steps of v0's shape, in any shape with those elements (see fused_sequence)
+        step_shape = v0.shape
+        n_t = x.numel() // max(1, v0.numel())
         n = math.prod(step_shape)
         x2 = x.detach().contiguous().view(n_t, n)
+        seq_shape = (n_t, *step_shape)
         params = [cfg.threshold, cfg.reset_amount, cfg.threshold_low, cfg.adapt_decay]
         params += [cfg.adapt_scale, cfg.surrogate.param, 0.0, 1.0]
         sc = np.array([0.0 if p is None else p for p in params], dtype=x2.numpy().dtype)
-        code = config_code(cfg, alpha is not None)
+        code = config_code(cfg, alpha is not None) | (_IN_PLACE if in_place else 0)
 
         def state(t: torch.Tensor | None) -> torch.Tensor:
             return x2.new_zeros(0) if t is None else t.detach().reshape(n).to(x.dtype).clone()
@@ -307,7 +313,7 @@ class _FusedNeuron(torch.autograd.Function):
             return torch.empty_like(x2) if used else x2.new_zeros((n_t, 0))
 
         v, i, a = state(v0), state(i0), state(a0)
-        s, u = torch.empty_like(x2), torch.empty_like(x2)
+        s, u = torch.empty_like(x2), x2 if in_place else torch.empty_like(x2)
         i_seq, a_seq = trace(alpha is not None), trace(cfg.adaptive)
         beta_n, alpha_n = _per_element(beta, step_shape, x), _per_element(alpha, step_shape, x)
         _run(
@@ -319,10 +325,12 @@ class _FusedNeuron(torch.autograd.Function):
         ctx.i0 = state(i0)
         ctx.sc, ctx.code, ctx.shapes = sc, code, (x.shape, step_shape)
         ctx.set_materialize_grads(False)
+        if in_place:
+            ctx.mark_dirty(x)
         empty = x.new_zeros(0)
         return (
-            s.view(x.shape),
-            u.view(x.shape),
+            s.view(seq_shape),
+            x if in_place else u.view(seq_shape),
             v.view(step_shape),
             i.view(step_shape) if alpha is not None else empty,
             a.view(step_shape) if cfg.adaptive else empty,
@@ -366,6 +374,7 @@ class _FusedNeuron(torch.autograd.Function):
             param_grad(gbeta, beta) if need_beta else None,
             param_grad(galpha, alpha) if need_alpha else None,
             None,
+            None,
         )
 
 
@@ -375,7 +384,19 @@ def fused_sequence(
     beta: torch.Tensor,
     alpha: torch.Tensor | None,
     cfg: NeuronConfig,
+    in_place: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, NeuronState]:
-    """`functional.neuron_loop`'s result through the fused kernel (CPU, float32/float64)."""
-    s, u, v, i, a = _FusedNeuron.apply(x, state.v, state.i, state.a, beta, alpha, cfg)
+    """`functional.neuron_loop`'s result through the fused kernel (CPU, float32/float64).
+
+    in_place: write the membrane over x (when contiguous) and return x as the membrane, which
+    saves a buffer the size of x; only for inputs nothing else reads afterwards.
+    """
+    seq_shape = x.shape
+    if in_place and x._base is not None:  # a reshaped view (as of a folded conv): use its base
+        base = x._base
+        in_place = base.is_contiguous() and base.numel() == x.numel()
+        x = base if in_place else x
+    in_place = in_place and x.is_contiguous() and x.requires_grad == (x.grad_fn is not None)
+    s, u, v, i, a = _FusedNeuron.apply(x, state.v, state.i, state.a, beta, alpha, cfg, in_place)
+    u = u.view(seq_shape)
     return s, u, NeuronState(v, i if alpha is not None else None, a if cfg.adaptive else None)

@@ -253,6 +253,7 @@ class SpikingBlock(nn.Module):
         super().__init__()
         self.synapse = synapse
         self.neuron = neuron
+        neuron.overwrite_input = True  # the synapse's output goes to the neuron only
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return self.neuron(self.synapse(x))

@@ -51,7 +51,9 @@ class SpikingNeuron(Stateful, nn.Module):
     beta/alpha may be scalars or tensors broadcasting against one sample's shape (e.g. (C, 1, 1)
     for one decay per channel); `learn_beta`/`learn_alpha` make them parameters. `alpha` adds a
     synaptic current state. `recurrent_features` adds lateral weights over that many features
-    (one sample's flattened size); those run through the unfused loop.
+    (one sample's flattened size); those run through the unfused loop. `overwrite_input` lets
+    the neuron keep its membrane in its input's memory (the input then holds the membrane): set
+    it only where nothing else reads the input, as `build` does after a conv or linear layer.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class SpikingNeuron(Stateful, nn.Module):
         recurrent_features: int | None = None,
         step_mode: str = "multi",
         record_membrane: bool = False,
+        overwrite_input: bool = False,
     ) -> None:
         super().__init__()
         if step_mode not in STEP_MODES:
@@ -102,6 +105,7 @@ class SpikingNeuron(Stateful, nn.Module):
         )
         self.step_mode = step_mode
         self.record_membrane = record_membrane
+        self.overwrite_input = overwrite_input
         self.v_trace: torch.Tensor | None = None
         self._state: NeuronState | None = None
         self._last_spikes: torch.Tensor | None = None
@@ -122,7 +126,9 @@ class SpikingNeuron(Stateful, nn.Module):
         beta = self.beta.to(seq.dtype)
         alpha = None if self.alpha is None else self.alpha.to(seq.dtype)
         if self.recurrent is None:
-            spikes, membrane, state = neuron_sequence(seq, state, beta, alpha, self.config)
+            spikes, membrane, state = neuron_sequence(
+                seq, state, beta, alpha, self.config, self.overwrite_input
+            )
         else:
             last = self._last_spikes
             if last is None or last.shape != seq.shape[1:]:
