@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 LIBRARIES = ("eventsnn", "snntorch", "sinabs", "norse", "spikingjelly", "relu")
-CASES = {"T=16, B=32": (16, 32, 15), "T=256, B=8": (256, 8, 5)}  # steps, batch, repeats
+CASES = {"T=16, B=32": (16, 32, 9), "T=256, B=8": (256, 8, 3)}  # steps, batch, repeats
 BETA, THRESHOLD, DENSITY = 0.9, 1.0, 0.05
 OUT = Path(__file__).with_suffix(".md")
 
@@ -198,20 +198,21 @@ def peak_growth_mb(function: Callable[[], object]) -> float:
     return (_status_kb("VmHWM") - before) / 1024
 
 
-def median_ms(function: Callable[[], object], repeats: int) -> float:
-    """Median wall time of `repeats` calls, after two warm-up calls."""
+def median_ms(function: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median wall and process CPU time (all threads) of `repeats` calls, after two warm-ups."""
     function()
     function()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3
 
 
-def worker(library: str, steps: int, batch: int, repeats: int) -> dict[str, float]:
-    """Build one library's network and measure it (runs inside its own subprocess)."""
+def worker(library: str, steps: int, batch: int, repeats: int, memory: bool) -> dict[str, float]:
+    """Build one library's network and time it, or measure its memory (own subprocess)."""
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -233,22 +234,32 @@ def worker(library: str, steps: int, batch: int, repeats: int) -> dict[str, floa
         with torch.no_grad():
             net(x)
 
-    out = {"train_ms": median_ms(train_step, repeats), "infer_ms": median_ms(inference, repeats)}
-    out["train_mb"] = peak_growth_mb(train_step)
-    out["infer_mb"] = peak_growth_mb(inference)
+    if memory:
+        train_step()  # warm-up: lazily made state, optimizer moments
+        return {"train_mb": peak_growth_mb(train_step), "infer_mb": peak_growth_mb(inference)}
+    out = {}
+    out["train_ms"], out["train_cpu_ms"] = median_ms(train_step, repeats)
+    out["infer_ms"], out["infer_cpu_ms"] = median_ms(inference, repeats)
     return out
 
 
 def run_case(library: str, steps: int, batch: int, repeats: int) -> dict[str, float]:
-    """One library and case in a fresh interpreter."""
-    cmd = [sys.executable, __file__, "--worker", library, str(steps), str(batch), str(repeats)]
-    # a fixed mmap threshold: large blocks go back to the OS when freed, so the resident set
-    # follows live memory and its peak measures the step (same for every library)
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"{library} T={steps} B={batch} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """One library and case: times in one fresh interpreter, memory in another."""
+    out: dict[str, float] = {}
+    for memory in (False, True):
+        cmd = [sys.executable, __file__, "--worker", library, str(steps), str(batch), str(repeats)]
+        env = dict(os.environ)
+        if memory:
+            # a fixed mmap threshold: large blocks go back to the OS when freed, so the resident
+            # set follows live memory and its peak measures the step (same for every library);
+            # it would slow the timed runs (page faults), so those keep the default
+            env.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+            cmd.append("--memory")
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+        if done.returncode != 0:
+            raise RuntimeError(f"{library} T={steps} B={batch} failed:\n{done.stderr[-3000:]}")
+        out.update(json.loads(done.stdout.strip().splitlines()[-1]))
+    return out
 
 
 def busy_cpus() -> float:
@@ -269,7 +280,8 @@ def table(results: dict[str, dict[str, dict[str, float]]], loads: list[float]) -
         "",
         "Produced by `benchmarks/train_step.py` (see its docstring for the network and method).",
         "Medians of repeats, wall time with `torch.set_num_threads(2)`, each library in its own",
-        "process. Peak MB: growth of the resident set during one step. `vs best peer`: the",
+        "process; CPU ms: process CPU time over all threads (less sensitive to other load).",
+        "Peak MB: growth of the resident set during one step. `vs best peer`: the",
         "fastest peer's time divided by ours (target >= 1.3); `vs ReLU`: our time over the",
         "ReLU network's (the floor set by the dense convolutions; target <= 1.15).",
         "",
@@ -287,12 +299,15 @@ def table(results: dict[str, dict[str, dict[str, float]]], loads: list[float]) -
     for case, rows in results.items():
         peers = [lib for lib in rows if lib not in ("eventsnn", "relu")]
         lines += [f"## {case}", ""]
-        lines += ["| library | train ms | infer ms | train peak MB | infer peak MB |"]
-        lines += ["|---|---:|---:|---:|---:|"]
+        lines += [
+            "| library | train ms | infer ms | train CPU ms | infer CPU ms "
+            "| train peak MB | infer peak MB |"
+        ]
+        lines += ["|---|---:|---:|---:|---:|---:|---:|"]
         for lib, r in rows.items():
             lines.append(
-                f"| {lib} | {r['train_ms']:.1f} | {r['infer_ms']:.1f} | "
-                f"{r['train_mb']:.0f} | {r['infer_mb']:.0f} |"
+                f"| {lib} | {r['train_ms']:.1f} | {r['infer_ms']:.1f} | {r['train_cpu_ms']:.0f} "
+                f"| {r['infer_cpu_ms']:.0f} | {r['train_mb']:.0f} | {r['infer_mb']:.0f} |"
             )
         ours = rows["eventsnn"]
         lines.append("")
@@ -316,12 +331,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run every library and case in subprocesses and write the markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", nargs=4, metavar=("LIB", "T", "B", "REPEATS"))
+    parser.add_argument("--memory", action="store_true", help="worker: measure memory")
     parser.add_argument("--libraries", nargs="+", default=list(LIBRARIES))
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     if args.worker:
         library, steps, batch, repeats = args.worker
-        print(json.dumps(worker(library, int(steps), int(batch), int(repeats))))
+        print(json.dumps(worker(library, int(steps), int(batch), int(repeats), args.memory)))
         return 0
     results: dict[str, dict[str, dict[str, float]]] = {}
     loads = []
