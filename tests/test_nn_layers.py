@@ -9,6 +9,7 @@ from eventsnn.nn import (
     Conv2d,
     Crop2d,
     Flatten,
+    Input,
     Linear,
     MaxPool2d,
     ShapeError,
@@ -87,3 +88,17 @@ def test_spiking_max_pool_matches_sinabs_and_chunks_exactly():
     assert torch.equal(chunks, whole)
     assert set(get_states(ours)) == {"counts"}
     assert ours.output_shape((3, 6, 6)) == (3, 3, 3)
+
+
+def test_input_layer_checks_the_per_sample_shape():
+    layer = Input((2, 4, 4))
+    x = torch.zeros(3, 1, 2, 4, 4)
+    assert layer(x) is x and layer.output_shape((2, 4, 4)) == (2, 4, 4)
+    with pytest.raises(ShapeError, match=r"\(T, B, \*\(2, 4, 4\)\)"):
+        layer(torch.zeros(3, 1, 2, 4, 5))
+
+
+def test_conv_same_padding_keeps_the_frame_size():
+    conv = Conv2d(2, 3, 3, padding="same")
+    x = _spikes(2, 1, 2, 7, 9)
+    assert tuple(conv(x).shape[2:]) == conv.output_shape((2, 7, 9)) == (3, 7, 9)
