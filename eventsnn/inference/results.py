@@ -3,7 +3,8 @@
 Final file (one per run, replaced atomically by the merge)::
 
     /                         @format, @format_version, run metadata (@checkpoint, @versions,
-                              @parameters, @seconds... JSON where not scalar), @runs (JSON list)
+                              @parameters, @seconds since start-up, @predict_seconds since all
+                              ranks were ready... JSON where not scalar), @runs (JSON list)
     /recordings/<key>         one group per recording, key = hash of its path
         @path @size @sha256 @status ("done" | "failed") @error @n_events @n_windows @seconds
         @rank (the process that wrote it)

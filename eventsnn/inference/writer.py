@@ -129,4 +129,5 @@ class ResultsWriter(BasePredictionWriter):
 
     def _merge(self, complete: bool) -> None:
         seconds = time.time() - float(self.metadata.get("started_unix", time.time()))
-        merge(self.output, {**self.metadata, "seconds": seconds, "complete": complete}, complete)
+        timing = {"seconds": seconds, "predict_seconds": time.perf_counter() - self.started}
+        merge(self.output, {**self.metadata, **timing, "complete": complete}, complete)
