@@ -35,18 +35,18 @@ LATENCY_WINDOW = 1 << 17
 """Latency percentiles are over this many most recent results (bounded memory)."""
 
 Readout = Callable[[np.ndarray], np.ndarray]
-"""The output activity of a window (T, K) -> class scores (logits) (K,)."""
+"""The output activity of N windows (T, N, K) -> class scores (logits) (N, K)."""
 
 
 def spike_count_readout(activity: np.ndarray) -> np.ndarray:
-    """Class scores as the output spike counts over the window (rate coding)."""
+    """Class scores as the output spike counts over each window (rate coding)."""
     return activity.sum(axis=0)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Probabilities from class scores."""
-    shifted = np.exp(logits - logits.max())
-    return shifted / shifted.sum()
+    """Probabilities from class scores (over the last axis)."""
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 class ModelAdapter:
@@ -86,12 +86,11 @@ class ModelAdapter:
         )
 
     def readout(self, activity: np.ndarray) -> np.ndarray:
-        """Class scores (K,) of a window's activity (T, K)."""
+        """Class scores (N, K) of the activity (T, N, K) of N windows."""
         if not self.classifier:
             return spike_count_readout(activity)
         with torch.no_grad():
-            scores = self.model.readout_fn(torch.from_numpy(activity)[:, None])
-        return scores[0].numpy()
+            return self.model.readout_fn(torch.from_numpy(activity)).numpy()
 
 
 @dataclass
@@ -244,8 +243,7 @@ class StreamRunner:
         """Emit the window in progress now (before a reset, or to end a window early)."""
         if not self._window_spikes:
             return []
-        last = self.binner.next_step - 1
-        return [self._result(self._window_first_step(last), last, time.time_ns())]
+        return [self._emit_window(self.binner.next_step - 1, time.time_ns(), None)]
 
     def request_reset(self) -> None:
         """Ask for a reset before the next step (safe from a signal handler or another thread)."""
@@ -282,11 +280,7 @@ class StreamRunner:
     def finish(self) -> list[StreamResult]:
         """End of stream: run the last, incomplete step and emit the last (partial) window."""
         self.binner.flush()
-        results = self._process()
-        if self._window_spikes:
-            last = self.binner.next_step - 1
-            results.append(self._result(self._window_first_step(last), last, time.time_ns()))
-        return results
+        return self._process() + self.close_window()
 
     def run(
         self,
@@ -380,37 +374,105 @@ class StreamRunner:
     def _collect(
         self, batch: StepBatch, spikes: np.ndarray, activity: np.ndarray, now_ns: int
     ) -> list[StreamResult]:
-        """Add the steps' outputs to their windows; emit the windows that are complete."""
+        """Add the steps' outputs to their windows; emit the windows that are complete.
+
+        The window in progress is completed first; whole windows inside the batch are read out
+        together (one readout call for all of them).
+        """
+        n, size = len(batch), self.window_steps
+        events_at = np.flatnonzero(batch.events)
+        if events_at.size:
+            self._last_event_step = batch.first_step + int(events_at[-1])
         results = []
-        steps = np.arange(batch.first_step, batch.first_step + len(batch))
-        with_events = steps[batch.events > 0]
-        if with_events.size:
-            self._last_event_step = int(with_events[-1])
-        ends = np.flatnonzero((steps - self._window_origin + 1) % self.window_steps == 0).tolist()
         start = 0
-        for end in [*ends, len(batch) - 1]:
-            if end < start:
-                continue
-            self._window_spikes.append(spikes[start : end + 1])
-            self._window_activity.append(activity[start : end + 1])
-            self._window_events += int(batch.events[start : end + 1].sum())
-            if end in ends:
-                first = self._window_first_step(int(steps[end]))
-                results.append(self._result(first, int(steps[end]), now_ns, batch.arrival_ns[end]))
-            start = end + 1
+        position = (batch.first_step - self._window_origin) % size
+        if position or self._window_spikes:
+            start = min(size - position, n)
+            self._extend_window(batch, spikes, activity, 0, start)
+            if start == size - position:
+                arrival = int(batch.arrival_ns[start - 1])
+                results.append(self._emit_window(batch.first_step + start - 1, now_ns, arrival))
+        whole = (n - start) // size
+        if whole:
+            stop = start + whole * size
+            results += self._emit_whole_windows(batch, spikes, activity, start, stop, now_ns)
+            start = stop
+        if start < n:
+            self._extend_window(batch, spikes, activity, start, n)
         return results
 
-    def _result(
-        self, first: int, last: int, now_ns: int, arrival_ns: int | None = None
+    def _extend_window(
+        self, batch: StepBatch, spikes: np.ndarray, activity: np.ndarray, start: int, stop: int
+    ) -> None:
+        self._window_spikes.append(spikes[start:stop])
+        self._window_activity.append(activity[start:stop])
+        self._window_events += int(batch.events[start:stop].sum())
+
+    def _emit_window(self, last_step: int, now_ns: int, arrival_ns: int | None) -> StreamResult:
+        """The result of the window in progress, whose last step is ``last_step``."""
+        first_step = self._window_first_step(last_step)
+        spikes = np.concatenate(self._window_spikes)
+        activity = np.concatenate(self._window_activity)
+        result = self._make_result(
+            first_step,
+            last_step,
+            spikes.sum(axis=0),
+            softmax(self.readout(activity[:, None]))[0],
+            self._window_events,
+            now_ns,
+            arrival_ns,
+        )
+        self._window_spikes.clear()
+        self._window_activity.clear()
+        self._window_events = 0
+        return result
+
+    def _emit_whole_windows(
+        self,
+        batch: StepBatch,
+        spikes: np.ndarray,
+        activity: np.ndarray,
+        start: int,
+        stop: int,
+        now_ns: int,
+    ) -> list[StreamResult]:
+        """Results of the whole windows in batch steps [start, stop), read out at once."""
+        size = self.window_steps
+        count = (stop - start) // size
+        per_window = (count, size, -1)
+        counts = spikes[start:stop].reshape(per_window).sum(axis=1)
+        windows = activity[start:stop].reshape(per_window).transpose(1, 0, 2)
+        probabilities = softmax(self.readout(np.ascontiguousarray(windows)))
+        events = batch.events[start:stop].reshape(count, size).sum(axis=1)
+        return [
+            self._make_result(
+                batch.first_step + start + k * size,
+                batch.first_step + start + (k + 1) * size - 1,
+                counts[k],
+                probabilities[k],
+                int(events[k]),
+                now_ns,
+                int(batch.arrival_ns[start + (k + 1) * size - 1]),
+            )
+            for k in range(count)
+        ]
+
+    def _make_result(
+        self,
+        first: int,
+        last: int,
+        counts: np.ndarray,
+        probabilities: np.ndarray,
+        events: int,
+        now_ns: int,
+        arrival_ns: int | None,
     ) -> StreamResult:
-        counts = np.concatenate(self._window_spikes).sum(axis=0)
-        probabilities = softmax(self.readout(np.concatenate(self._window_activity)))
-        latency_ms = 0.0 if arrival_ns is None else max(now_ns - int(arrival_ns), 0) / 1e6
+        latency_ms = 0.0 if arrival_ns is None else max(now_ns - arrival_ns, 0) / 1e6
         result = StreamResult(
             step=first,
             t_start_us=self.binner.step_start_us(first),
             t_stop_us=self.binner.step_start_us(last + 1),
-            events=self._window_events,
+            events=events,
             spike_counts=counts,
             probabilities=probabilities,
             label=int(np.argmax(probabilities)),
@@ -418,9 +480,6 @@ class StreamRunner:
             dropped_events=self._pending_dropped,
             reset=self._window_reset,
         )
-        self._window_spikes.clear()
-        self._window_activity.clear()
-        self._window_events = 0
         self._window_reset = False
         self._pending_dropped = 0
         self.stats.results += 1
