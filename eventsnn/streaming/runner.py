@@ -143,7 +143,6 @@ class RunnerStats:
     skipped_steps: int = 0
     resets: int = 0
     latency_max_ms: float = 0.0
-    started: float = field(default_factory=time.monotonic)
     latencies_ms: collections.deque = field(
         default_factory=lambda: collections.deque(maxlen=LATENCY_WINDOW)
     )
