@@ -62,7 +62,11 @@ def correlate(
                 f"linear STDP needs (T, B, out) post, (T, B, in) pre and (out, in) weights; got "
                 f"post {tuple(post.shape)}, pre {tuple(pre.shape)}, weights {tuple(weight_shape)}"
             )
-        update = torch.einsum("tbo,tbi->oi", post, pre)
+        post_rows, pre_rows = post.flatten(0, 1), pre.flatten(0, 1)
+        active = post_rows.any(dim=1)  # steps and samples where a post term is non-zero
+        if not bool(active.all()):
+            post_rows, pre_rows = post_rows[active], pre_rows[active]
+        update = post_rows.t() @ pre_rows
     else:
         if post.ndim != 5 or pre.ndim != 5:
             raise LearningError(
@@ -312,7 +316,7 @@ class DiehlCookSTDP:
     """Configuration of :func:`diehl_cook_stdp`."""
 
     eta_post: float = 1e-2
-    eta_pre: float = 1e-4
+    eta_pre: float = 0.0
     x_tar: float = 0.0
     w_max: float = 1.0
     mu: float = 0.0

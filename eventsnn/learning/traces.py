@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from eventsnn.learning.errors import LearningError
+from eventsnn.nn.functional import NeuronConfig, NeuronState, neuron_sequence
 
 TraceMode = Literal["all_to_all", "nearest"]
 TRACE_MODES: tuple[str, ...] = ("all_to_all", "nearest")
@@ -60,11 +61,24 @@ def trace_sequence(
     """
     check_trace_mode(mode)
     trace = torch.zeros_like(spikes[0]) if initial is None else initial.to(spikes.dtype)
+    if mode == "all_to_all":
+        return leaky_integral(spikes * scale if scale != 1.0 else spikes, decay, trace)
     out = torch.empty_like(spikes)
     for t in range(spikes.shape[0]):
         trace = trace_step(trace, spikes[t], decay, mode, scale)
         out[t] = trace
     return out
+
+
+def leaky_integral(inputs: Tensor, decay: float, initial: Tensor) -> Tensor:
+    """``x[t] = decay * x[t-1] + inputs[t]`` over time, from ``x[-1] = initial``: a neuron that
+    never fires, so eventsnn.nn's fused neuron recurrence computes it in one pass."""
+    never_fires = NeuronConfig(threshold=math.inf, reset="none")
+    state = NeuronState(initial)
+    beta = torch.tensor(decay, dtype=inputs.dtype, device=inputs.device)
+    with torch.no_grad():
+        _, membrane, _ = neuron_sequence(inputs, state, beta, None, never_fires)
+    return membrane
 
 
 def traces_before(traces: Tensor, initial: Tensor | None, decay: float) -> Tensor:
