@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tonic
 import tonic.transforms as tonic_transforms
 from test_encoding_inputs import LAYOUTS, random_events, tonic_dataset_layout
 
@@ -139,3 +140,20 @@ def test_sensor_size_none_is_inferred_as_tonic_does():
         np.testing.assert_array_equal(
             ours, tonic_transforms.ToFrame(None, n_time_bins=3)(events.copy())
         )
+
+
+def test_works_as_a_tonic_dataset_transform():
+    recordings = [
+        (tonic_dataset_layout(random_events(3000, (34, 34, 2), seed=s)), s) for s in (1, 2)
+    ]
+    slicer = tonic.slicers.SliceByEventCount(event_count=1000)
+    ours = tonic.SlicedDataset(
+        recordings, slicer, transform=transforms.ToFrame((34, 34, 2), n_time_bins=4)
+    )
+    theirs = tonic.SlicedDataset(
+        recordings, slicer, transform=tonic_transforms.ToFrame((34, 34, 2), n_time_bins=4)
+    )
+    assert len(ours) == len(theirs) == 6
+    for (a, label_a), (b, label_b) in zip(ours, theirs, strict=True):
+        assert label_a == label_b
+        np.testing.assert_array_equal(a, b)
