@@ -1,0 +1,117 @@
+"""Results bookkeeping (part files, merge, resume set) and the checkpoint's data recipe."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from eventsnn.data.errors import ConfigError
+from eventsnn.encoding.transforms import Denoise, ToFrame
+from eventsnn.inference import completed, data_recipe, iter_records, merge, parts_dir
+from eventsnn.inference.recipe import build_transforms, training_window
+from eventsnn.inference.results import RecordingPart, recording_key
+from eventsnn.inference.windows import WindowConfig
+
+
+def finished_part(output, path: str, probabilities: list[list[float]], sha: str = "abc") -> None:
+    """A part for `path` with one window per probability row, appended in two batches."""
+    folder = parts_dir(output) / "rank-0"
+    folder.mkdir(parents=True, exist_ok=True)
+    part = RecordingPart(folder, path)
+    rows = np.array(probabilities, dtype=np.float32)
+    for half in (rows[:1], rows[1:]):
+        part.append({"probabilities": half, "predicted": half.argmax(-1), "t_start": half[:, 0]})
+    part.finish({"path": path, "sha256": sha, "size": 10, "n_events": 5, "error": ""}, ["1_lif"])
+
+
+def test_part_whole_recording_predictions_by_mean_and_majority(tmp_path):
+    output = tmp_path / "out.h5"
+    finished_part(output, "/data/a.npy", [[0.6, 0.4], [0.6, 0.4], [0.0, 1.0]])
+    (part,) = parts_dir(output).glob("rank-0/*.h5")
+    with h5py.File(part, "r") as file:
+        group = file["recording"]
+        np.testing.assert_allclose(group["probabilities"][:], [[0.6, 0.4], [0.6, 0.4], [0, 1]])
+        np.testing.assert_allclose(group["mean_probabilities"][:], [0.4, 0.6])
+        assert group.attrs["predicted"] == 1  # mean probability
+        assert group.attrs["predicted_majority"] == 0  # two windows of three say 0
+        assert group.attrs["status"] == "done"
+    assert part.stem == recording_key("/data/a.npy")
+
+
+def test_unfinished_parts_do_not_count_as_done(tmp_path):
+    output = tmp_path / "out.h5"
+    finished_part(output, "/data/a.npy", [[1.0, 0.0], [1.0, 0.0]])
+    open_part = RecordingPart(parts_dir(output) / "rank-0", "/data/b.npy")
+    open_part.append({"predicted": np.array([1])})
+    assert completed(output) == {"/data/a.npy": "abc"}
+    open_part.abandon()
+    assert not list(parts_dir(output).glob("rank-0/*.tmp-*"))
+
+
+def test_merge_keeps_old_results_and_prefers_newer_parts(tmp_path):
+    output = tmp_path / "out.h5"
+    finished_part(output, "/data/a.npy", [[1.0, 0.0], [1.0, 0.0]], sha="old")
+    finished_part(output, "/data/b.npy", [[1.0, 0.0], [0.0, 1.0]])
+    assert merge(output, {"mode": "predict", "parameters": {"window_us": 5}}) == 2
+    assert not parts_dir(output).exists()
+    finished_part(output, "/data/a.npy", [[0.0, 1.0], [0.0, 1.0]], sha="new")
+    stray = parts_dir(output) / "rank-1" / "x.h5.tmp-1"  # another rank still writing
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"")
+    assert merge(output, {"mode": "predict"}, complete=False) == 2
+    assert stray.exists()
+    records = {r["path"]: r for r in iter_records(output)}
+    assert records["/data/a.npy"]["sha256"] == "new" and records["/data/a.npy"]["predicted"] == 1
+    assert records["/data/b.npy"]["sha256"] == "abc"
+    with h5py.File(output, "r") as file:
+        assert file.attrs["format"] == "eventsnn-batch-results"
+        assert [run["mode"] for run in json.loads(file.attrs["runs"])] == ["predict", "predict"]
+        assert "parameters" not in file.attrs  # this run's metadata only
+        group = file["recordings"][recording_key("/data/b.npy")]
+        assert (
+            json.loads(group["firing_rates"].attrs["layer_names"])
+            if "firing_rates" in group
+            else True
+        )
+
+
+def test_transforms_from_recipe_specs():
+    spec = {
+        "class_path": "eventsnn.encoding.transforms.ToFrame",
+        "init_args": {"sensor_size": [8, 6, 2], "n_time_bins": 3, "dtype": "numpy.float32"},
+    }
+    (transform,) = build_transforms([spec], "ck.h5")
+    assert transform == ToFrame(sensor_size=(8, 6, 2), n_time_bins=3, dtype=np.float32)
+    with pytest.raises(ConfigError, match=r"ck\.h5: transform\[0\].*refusing to import"):
+        build_transforms([{"class_path": "os.system", "init_args": {}}], "ck.h5")
+    with pytest.raises(ConfigError, match=r"transform\[0\]"):
+        build_transforms(
+            [{"class_path": "eventsnn.encoding.transforms.ToFrame", "init_args": {"bins": 3}}],
+            "ck.h5",
+        )
+
+
+def test_training_window_is_the_sample_duration():
+    assert training_window({"dataset": "NDigits"}) == WindowConfig(duration_us=300_000)
+    options = {"dataset": "NDigits", "dataset_options": {"duration_us": 1000}}
+    assert training_window(options) == WindowConfig(duration_us=1000)
+    assert training_window({"dataset": "NMNIST"}) is None
+
+
+def test_recipe_sensor_size_and_missing_parts():
+    denoise = {
+        "class_path": "eventsnn.encoding.transforms.Denoise",
+        "init_args": {"filter_time": 100},
+    }
+    recipe = data_recipe(
+        {"transform": [denoise], "dataset": "NDigits"}, "ck.h5", input_shape=[2, 10, 20]
+    )
+    assert recipe.transforms == [Denoise(filter_time=100)]
+    assert recipe.sensor_size == (20, 10, 2)  # (W, H, P) from the model's (C, H, W)
+    with pytest.raises(ConfigError, match=r"^transform: ck\.h5 stores no data transforms"):
+        data_recipe({"dataset": "NDigits"}, "ck.h5")
+    with pytest.raises(ConfigError, match=r"^window_us:.*--window-us"):
+        data_recipe({"transform": [denoise], "dataset": "NMNIST"}, "ck.h5")
