@@ -71,11 +71,7 @@ def test_merge_keeps_old_results_and_prefers_newer_parts(tmp_path):
         assert [run["mode"] for run in json.loads(file.attrs["runs"])] == ["predict", "predict"]
         assert "parameters" not in file.attrs  # this run's metadata only
         group = file["recordings"][recording_key("/data/b.npy")]
-        assert (
-            json.loads(group["firing_rates"].attrs["layer_names"])
-            if "firing_rates" in group
-            else True
-        )
+        assert group.attrs["predicted_majority"] == 0 and len(group["predicted"]) == 2
 
 
 def test_transforms_from_recipe_specs():
