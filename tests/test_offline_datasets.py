@@ -193,7 +193,8 @@ def test_full_datasets_are_learnable_by_a_linear_classifier(tmp_path):
         for events, _ in dataset:
             b = np.minimum(events["t"] * bins // t_max, bins - 1)
             width, height, pols = dataset.sensor_size
-            flat = ((b * pols + events["p"]) * height + events["y"]) * width + events["x"]
+            polarity = events["p"] if pols == 2 else 0
+            flat = ((b * pols + polarity) * height + events["y"]) * width + events["x"]
             rows.append(np.bincount(flat, minlength=bins * width * height * pols))
         return np.log1p(np.array(rows, dtype=float))
 

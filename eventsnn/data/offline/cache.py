@@ -25,7 +25,7 @@ import numpy as np
 
 from eventsnn.events.core import EVENT_DTYPE, EventsError, SensorSize
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 """Bump when the generation code changes what it produces for the same parameters."""
 
 

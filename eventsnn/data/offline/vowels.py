@@ -98,7 +98,7 @@ def synthesise_vowel(
     group = ("man", "woman", "child")[rng.integers(3)]
     f0, *formants = PETERSON_BARNEY[group][vowel]
     tract_scale = np.exp(rng.normal(0.0, 0.05))
-    formants = np.array(formants) * tract_scale * np.exp(rng.normal(0.0, 0.04, 3))
+    formants = np.array(formants) * tract_scale * np.exp(rng.normal(0.0, 0.025, 3))
     formants = np.append(formants, formants[2] * _F4_ABOVE_F3)
     n = int(rng.uniform(0.3, 0.5) * fs)
     pitch = f0 * np.exp(rng.normal(0.0, 0.1)) * np.linspace(1.05, 0.9, n)
