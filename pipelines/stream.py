@@ -113,7 +113,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start from the neuron states stored in the checkpoint instead of rest",
     )
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: a step is too little work to share, and waiting for "
+        "a second thread on a busy machine costs tens of ms)",
+    )
     return parser
 
 
