@@ -14,11 +14,17 @@ import re
 import sys
 import warnings
 from argparse import ArgumentError
+from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from eventsnn.checkpoint import CheckpointError, HDF5CheckpointIO, HDF5ModelCheckpoint
+from eventsnn.checkpoint import (
+    CheckpointError,
+    HDF5CheckpointIO,
+    HDF5ModelCheckpoint,
+    read_checkpoint,
+)
 from eventsnn.data.errors import ConfigError
 from eventsnn.events.core import EventsError
 from eventsnn.models.plots import LearningCurvePlot
@@ -115,6 +121,21 @@ class EventsnnCLI(LightningCLI):
             default=True,
             help="after fit, test the best checkpoint and print the test accuracy",
         )
+
+    def _parse_ckpt_path(self) -> None:
+        """Take the model's hyper-parameters from an HDF5 ``--ckpt_path`` as Lightning does from a
+        ``.ckpt`` (its own reader would ``torch.load`` the file): recipe values are overridden."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        stored = read_checkpoint(ckpt_path, keys=["hyper_parameters"])
+        hparams = dict(stored.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        if hparams:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
     def instantiate_trainer(self, **kwargs) -> pl.Trainer:
         """The trainer, saving and loading checkpoints as HDF5."""

@@ -109,3 +109,10 @@ def test_ndigits_recipe_learns_and_writes_checkpoints_and_curves(tmp_path: Path,
     assert (run / "learning_curves.png").stat().st_size > 0
     assert "val_acc" in (run / "metrics.csv").read_text().splitlines()[0]
     assert "best.h5" in line
+    # `test` on the best HDF5 checkpoint (its hyper-parameters read without torch.load) agrees
+    best = run / "checkpoints" / "best.h5"
+    test_args = ["test", *args[1 : args.index("--trainer.max_epochs")], "--ckpt_path", str(best)]
+    assert main(test_args) == 0
+    table = capsys.readouterr().out.splitlines()
+    tested = float(next(x for x in table if x.split()[:1] == ["test_acc"]).split()[1])
+    assert tested == pytest.approx(accuracy, abs=1e-4)
