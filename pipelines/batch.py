@@ -88,16 +88,23 @@ def expand_braces(pattern: str) -> list[str]:
 def find_recordings(inputs: Iterable[str]) -> list[str]:
     """Absolute paths of the recordings the inputs name, sorted, each once.
 
-    A folder gives every file under it with an event-file suffix; a pattern gives its matches.
+    A folder gives every file under it with an event-file suffix, a pattern its matches with
+    one (not the .json sidecars beside .npy files); a file named as it is is always taken.
     """
     found: set[str] = set()
     for item in inputs:
         if Path(item).is_dir():
-            found.update(str(p) for p in Path(item).rglob("*") if p.suffix.lower() in SUFFIX_FORMAT)
-            continue
-        for pattern in expand_braces(item):
-            found.update(p for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+            found.update(str(p) for p in Path(item).rglob("*") if _is_event_file(p))
+        elif glob.has_magic(item) or _BRACES.search(item):
+            for pattern in expand_braces(item):
+                found.update(p for p in glob.glob(pattern, recursive=True) if _is_event_file(p))
+        else:
+            found.add(item)
     return sorted(os.path.abspath(p) for p in found)
+
+
+def _is_event_file(path: str | Path) -> bool:
+    return Path(path).is_file() and Path(path).suffix.lower() in SUFFIX_FORMAT
 
 
 def launcher_rank() -> int:

@@ -189,6 +189,19 @@ def test_encode_only_writes_tonic_frames(setup):
             np.testing.assert_array_equal(frames, to_frame(window))
 
 
+def test_data_loader_workers_share_the_recordings(setup, tmp_path):
+    outputs = {workers: tmp_path / f"w{workers}.h5" for workers in (0, 2)}
+    for workers, output in outputs.items():
+        run(setup, output, "--num-workers", str(workers), inputs=f"{setup['folder']}/r*")
+    with h5py.File(outputs[0], "r") as one, h5py.File(outputs[2], "r") as two:
+        assert sorted(one["recordings"]) == sorted(two["recordings"])
+        assert len(two["recordings"]) == len(GOOD)
+        for key, group in one["recordings"].items():
+            np.testing.assert_allclose(
+                group["probabilities"][:], two["recordings"][key]["probabilities"][:], atol=1e-6
+            )
+
+
 def test_yaml_config_with_count_windows(setup, tmp_path):
     config = tmp_path / "batch.yaml"
     output = tmp_path / "count.h5"

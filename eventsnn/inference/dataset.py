@@ -62,11 +62,13 @@ class WindowDataset(IterableDataset):
         self.rank, self.world_size = rank, world_size
 
     def my_tasks(self) -> list[RecordingTask]:
-        """The recordings of this rank and data-loader worker."""
+        """The recordings of this rank and data-loader worker.
+
+        Rank r gets every recording i with i % world_size == r, shared among its workers.
+        """
         info = get_worker_info()
         workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
-        shard, shards = self.rank * workers + worker, self.world_size * workers
-        return self.tasks[shard::shards]
+        return self.tasks[worker * self.world_size + self.rank :: self.world_size * workers]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         batch = _BatchBuilder(self.batch_size)
