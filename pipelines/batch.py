@@ -64,7 +64,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--num-workers", type=int, default=0, help="data-loader workers a rank")
     parser.add_argument("--accelerator", type=str, default="cpu")
     parser.add_argument("--devices", type=int, default=1, help="processes (devices) a node")
-    parser.add_argument("--num-nodes", type=int, default=1)
+    parser.add_argument("--num-nodes", "--num_nodes", type=int, default=1, help="machines")
     parser.add_argument("--strategy", type=str, default="auto", help="e.g. ddp")
     parser.add_argument(
         "--threads",
