@@ -69,12 +69,13 @@ def random_events(seed: int, n: int, duration_us: int) -> np.ndarray:
 
 
 def write_recordings(folder: Path, n_events: int = 3000, duration_us: int = 45_000) -> Path:
-    """One recording in each vendor format plus a corrupt, an empty and a 34x34 one."""
+    """One recording in each format plus a corrupt, an empty, an eventless and a 34x34 one."""
     folder.mkdir(parents=True, exist_ok=True)
     for seed, name in enumerate(GOOD):
         write(folder / name, random_events(seed, n_events, duration_us), SENSOR)
     (folder / "corrupt.npy").write_bytes(b"not an event file")
     (folder / "empty.h5").write_bytes(b"")
+    write(folder / "zero.npy", random_events(0, 0, 1), SENSOR)  # valid, without events
     write(folder / "sub" / "wide.npy", make_events([20], [3], [5], [1]), (34, 34, 2))
     return folder
 
@@ -117,7 +118,7 @@ def test_mixed_folder_matches_the_model_and_records_failures(setup, capsys):
     model = load_model(setup["checkpoint"])
     with h5py.File(output, "r") as file:
         groups = {g.attrs["path"]: g for g in file["recordings"].values()}
-        assert len(groups) == len(GOOD) + 3
+        assert len(groups) == len(GOOD) + 4
         for name in GOOD:
             group = groups[str(setup["folder"] / name)]
             probabilities, logits = expected_probabilities(setup["folder"] / name, model)
@@ -132,7 +133,8 @@ def test_mixed_folder_matches_the_model_and_records_failures(setup, capsys):
             assert group.attrs["size"] == (setup["folder"] / name).stat().st_size
             assert np.all(np.diff(group["t_start"][:]) % WINDOW_US == 0)
         failed = {Path(p).name: g.attrs["error"] for p, g in groups.items() if g.attrs["error"]}
-        assert set(failed) == {"corrupt.npy", "empty.h5", "wide.npy"}
+        assert set(failed) == {"corrupt.npy", "empty.h5", "wide.npy", "zero.npy"}
+        assert "no events" in failed["zero.npy"]
         assert "(34, 34, 2)" in failed["wide.npy"] and "(8, 8, 2)" in failed["wide.npy"]
         assert all(name in error for name, error in failed.items())
         assert json.loads(file.attrs["parameters"])["window_us"] == WINDOW_US
@@ -149,7 +151,7 @@ def test_resume_skips_done_and_redoes_changed_files(setup, capsys):
     run(setup, output, inputs=inputs)
     capsys.readouterr()
     first = {r["path"]: r for r in iter_records(output)}
-    assert len(first) == 6  # r0.npy r1.h5 r4.es corrupt.npy empty.h5 sub/wide.npy
+    assert len(first) == 7  # r0.npy r1.h5 r4.es corrupt.npy empty.h5 zero.npy sub/wide.npy
     before = output.read_bytes()
     run(setup, output, inputs=inputs)
     assert re.search(r"processed now\s+0\n", capsys.readouterr().out)
@@ -168,7 +170,7 @@ def test_resume_skips_done_and_redoes_changed_files(setup, capsys):
     with h5py.File(output, "r") as file:
         assert len(json.loads(file.attrs["runs"])) == 2
     run(setup, output, "--overwrite", inputs=inputs)
-    assert re.search(r"processed now\s+6\n", capsys.readouterr().out)
+    assert re.search(r"processed now\s+7\n", capsys.readouterr().out)
     with h5py.File(output, "r") as file:
         assert len(json.loads(file.attrs["runs"])) == 1
 

@@ -102,7 +102,7 @@ def test_sigint_merges_what_was_finished(setup, capsys):
 def test_two_ddp_ranks_equal_one_process(tmp_path):
     checkpoint = make_checkpoint(tmp_path / "model.h5")
     folder = write_recordings(tmp_path / "recordings")
-    for name in ("corrupt.npy", "empty.h5", "sub/wide.npy"):
+    for name in ("corrupt.npy", "empty.h5", "zero.npy", "zero.npy.json", "sub/wide.npy"):
         (folder / name).unlink()
     outputs = {}
     for devices in (1, 2):
