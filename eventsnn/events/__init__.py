@@ -16,11 +16,15 @@ _IO_NAMES = ("iter_chunks", "read", "write")
 
 
 def __getattr__(name: str):
-    """File I/O on first use: it imports faery, h5py and expelliarmus, which most users skip."""
+    """File I/O and the simulator on first use: they import faery, h5py and numba."""
     if name in _IO_NAMES:
         from eventsnn.events import io
 
         return getattr(io, name)
+    if name == "simulate":
+        from eventsnn.events.simulate import simulate
+
+        return simulate
     raise AttributeError(f"module 'eventsnn.events' has no attribute {name!r}")
 
 
@@ -34,6 +38,7 @@ __all__ = [
     "iter_chunks",
     "make_events",
     "read",
+    "simulate",
     "summarize",
     "validate",
     "write",
