@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -93,3 +95,26 @@ def test_bad_window_config_names_the_key(kwargs, key):
 def test_sensor_mismatch_names_the_file(recording):
     with pytest.raises(EventsError, match=r"rec\.h5.*sensor size"):
         list(iter_windows(recording, WindowConfig(duration_us=1000), sensor_size=(8, 8, 2)))
+
+
+def streamed_peak(path, n: int) -> int:
+    """Peak traced memory while windowing a new recording of n events in 100 ms windows."""
+    rng = np.random.default_rng(0)
+    t = np.sort(rng.integers(0, n * 10, n))  # 100k events/s: 10k events a window
+    write(path, make_events(rng.integers(0, 16, n), rng.integers(0, 16, n), t, t % 2), SENSOR)
+    del t
+    tracemalloc.start()
+    count = sum(len(w.events) for w in iter_windows(path, WindowConfig(duration_us=100_000)))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert count == n
+    return peak
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".h5"])
+def test_memory_does_not_grow_with_the_recording(tmp_path, suffix):
+    """Peak memory is set by the reader's packets and the window, not by the file's length."""
+    small = streamed_peak(tmp_path / f"small{suffix}", 2_000_000)
+    large = streamed_peak(tmp_path / f"large{suffix}", 6_000_000)
+    assert large < 1.2 * small + 2**20, (small, large)
+    assert large < 0.6 * 6_000_000 * 13  # well below the 78 MB of events in the file
