@@ -283,7 +283,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         if hasattr(source, "address"):
             host, port = source.address
-            print(f"eventsnn stream: listening on udp://{host}:{port}", file=sys.stderr, flush=True)
+            buffer_mb = source.stats.socket_buffer_bytes / 2**20
+            print(
+                f"eventsnn stream: listening on udp://{host}:{port} "
+                f"(receive buffer {buffer_mb:.0f} MiB; raise net.core.rmem_max for more)",
+                file=sys.stderr,
+                flush=True,
+            )
         runner.run(until(source, deadline), on_result=emit, on_idle=status.tick)
     except KeyboardInterrupt:
         for result in runner.finish():
