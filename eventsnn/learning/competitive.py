@@ -20,6 +20,18 @@ from eventsnn.learning.stdp import Reduce
 from eventsnn.nn.functional import NeuronConfig, neuron_step, zero_state
 
 
+def sparse_linear(inputs: Tensor, weight: Tensor) -> Tensor:
+    """``inputs @ weight.T`` summing only the weight columns of non-zero inputs (torch's
+    embedding_bag): input spikes are sparse, so this skips most of a dense product's work."""
+    flat = inputs.reshape(-1, inputs.shape[-1])
+    rows, cols = flat.nonzero(as_tuple=True)
+    starts = torch.searchsorted(rows, torch.arange(flat.shape[0], device=flat.device))
+    out = torch.nn.functional.embedding_bag(
+        cols, weight.t().contiguous(), starts, mode="sum", per_sample_weights=flat[rows, cols]
+    )
+    return out.view(*inputs.shape[:-1], weight.shape[0])
+
+
 class CompetitiveLayer(nn.Module):
     """Excitatory LIF neurons with adaptive thresholds and all-to-all lateral inhibition.
 
@@ -86,7 +98,7 @@ class CompetitiveLayer(nn.Module):
         with torch.no_grad():
             weight = self.weight.to(spikes.dtype)
             gain = self.config.threshold / (self.config.threshold + self.theta.to(spikes.dtype))
-            current = torch.nn.functional.linear(spikes, weight) * gain
+            current = sparse_linear(spikes, weight) * gain
             out = self._run(current, gain)
             if self.training and self.adapt:
                 self.theta.copy_(

@@ -165,7 +165,8 @@ class STDPLearner(Stateful, nn.Module):
                 if initial is not None and initial.shape != spikes[side].shape[1:]:
                     initial = None  # another batch size: a new recording
                 traces[trace] = trace_sequence(spikes[side], decay, initial, spec.rule.trace_mode)
-                before[trace] = traces_before(traces[trace], initial, decay)
+                if spec.rule.reads_before:
+                    before[trace] = traces_before(traces[trace], initial, decay)
                 self._traces[key] = traces[trace][-1]
             out[name] = spec.rule.update(
                 weight, spikes["pre"], spikes["post"], traces, before, conv, self.reduce

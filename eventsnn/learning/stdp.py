@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -189,6 +189,7 @@ class Rule(Protocol):
     """A configured STDP rule: which traces it reads and the update it returns for a window."""
 
     trace_mode: TraceMode
+    reads_before: ClassVar[bool]  # whether `update` reads the traces just before each step
 
     def trace_taus(self) -> Mapping[str, tuple[Side, float]]:
         """Trace name -> (the side whose spikes feed it, its time constant in steps of dt)."""
@@ -221,6 +222,8 @@ class PairSTDP:
     w_min: float = 0.0
     w_max: float = 1.0
     trace_mode: TraceMode = "all_to_all"
+
+    reads_before: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         check_trace_mode(self.trace_mode)
@@ -270,6 +273,8 @@ class TripletSTDP:
     tau_x: float = 101.0
     tau_y: float = 125.0
     trace_mode: TraceMode = "all_to_all"
+
+    reads_before: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_trace_mode(self.trace_mode)
@@ -323,6 +328,8 @@ class DiehlCookSTDP:
     tau_pre: float = 20.0
     tau_post: float = 20.0
     trace_mode: TraceMode = "all_to_all"
+
+    reads_before: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         check_trace_mode(self.trace_mode)
