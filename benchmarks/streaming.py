@@ -37,6 +37,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP_US = 1000
+RECIPE_STEP_US = 300_000 // 16
+"""conf/ndigits.yaml bins each ~300 ms recording into 16 frames: 18.75 ms steps."""
 GESTURE_SENSOR = (128, 128, 2)
 GESTURE_FACTOR = 0.25
 GESTURE_SPEC = [
@@ -108,7 +110,9 @@ def networks() -> dict[str, dict]:
     }
 
 
-def as_fast_as_possible(setup: dict, events: np.ndarray, folder: Path) -> dict:
+def as_fast_as_possible(
+    setup: dict, events: np.ndarray, folder: Path, step_us: int = STEP_US
+) -> dict:
     """Replay a recording file through the runner without pacing."""
     from eventsnn.events import write
     from eventsnn.streaming import ReplaySource, StreamRunner
@@ -116,9 +120,9 @@ def as_fast_as_possible(setup: dict, events: np.ndarray, folder: Path) -> dict:
     path = folder / "recording.h5"
     write(path, events, setup["sensor"])
     runner = StreamRunner(
-        setup["net"], setup["frame"], step_us=STEP_US, event_filter=setup["filter"]
+        setup["net"], setup["frame"], step_us=step_us, event_filter=setup["filter"]
     )
-    source = ReplaySource(path, speed=None, packet_us=100 * STEP_US)
+    source = ReplaySource(path, speed=None, packet_us=100 * step_us)
     start, cpu = time.perf_counter(), time.process_time()
     runner.run(source)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -288,14 +292,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="UDP stream length")
     parser.add_argument("--recordings", type=int, default=100, help="NDigits recordings")
     parser.add_argument("--obvious-windows", type=int, default=3000)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, other file rows")
+    parser.add_argument("--udp-threads", type=int, default=1, help="torch threads, UDP rows")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "streaming.md"))
     args = parser.parse_args()
     if args.send:
         host, port, rate, seconds, width, height = args.send
         send(host, int(port), float(rate), float(seconds), int(width), int(height))
         return
-    torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
     rows = []
     setups = networks()
@@ -308,10 +312,19 @@ def main() -> None:
             events = recordings[name]
             rate = len(events) / ((events["t"][-1] - events["t"][0]) / 1e6)
             what = f"{rate / 1e3:,.0f} k events/s recording"
-            fast = as_fast_as_possible(setup, events, Path(folder))
-            rows.append((name, f"as fast as possible, {what}", fast))
+            as_fast_as_possible(setup, events[: len(events) // 20], Path(folder))  # warm-up
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                fast = as_fast_as_possible(setup, events, Path(folder))
+                rows.append((name, f"as fast as possible ({threads} threads), {what}", fast))
+            torch.set_num_threads(args.threads)
+            if name.startswith("NDigits"):
+                slow = as_fast_as_possible(setup, events, Path(folder), step_us=RECIPE_STEP_US)
+                run = f"as fast as possible, recipe's bins ({RECIPE_STEP_US} us steps), {what}"
+                rows.append((name, run, slow))
             loop = obvious_loop(setup, events, args.obvious_windows)
             rows.append((name, f"obvious loop (tonic ToFrame + forward per 1 ms), {what}", loop))
+            torch.set_num_threads(args.udp_threads)
             for rate_hz in (1e6, 1e7):
                 result = udp_real_time(setup, rate_hz, args.seconds)
                 run = (
@@ -324,8 +337,10 @@ def main() -> None:
     header = [
         "# Streaming inference speed",
         "",
-        "`benchmarks/streaming.py` (see its docstring for the workloads). 1 ms steps, batch 1,",
-        f"torch {torch.__version__} with {args.threads} thread(s), {os.cpu_count()} cores, "
+        "`benchmarks/streaming.py` (see its docstring for the workloads). 1 ms steps unless said,",
+        f"batch 1, torch {torch.__version__} with {args.threads} thread(s) unless said and "
+        f"{args.udp_threads} for the UDP rows (the sender has the other core), "
+        f"{os.cpu_count()} cores, "
         f"Python {platform.python_version()}. Load average before / after: "
         f"{load_before:.1f} / {load_after:.1f}"
         + (" (other work shared the machine)." if max(load_before, load_after) > 1.5 else "."),
