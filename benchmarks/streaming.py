@@ -253,6 +253,8 @@ def send(host: str, port: int, rate_hz: float, seconds: float, width: int, heigh
     windows = [packed[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
     class Paced(faery.EventsStream):
+        """The windows as a faery stream, released in real time."""
+
         def dimensions(self) -> tuple[int, int]:
             return (width, height)
 
@@ -266,10 +268,12 @@ def send(host: str, port: int, rate_hz: float, seconds: float, width: int, heigh
 
 
 def fmt(value, pattern: str = "{:,.0f}") -> str:
+    """A table cell: the value formatted, or n/a."""
     return "n/a" if value is None else pattern.format(value)
 
 
 def table(rows: list[tuple[str, str, dict]]) -> str:
+    """The markdown table of (network, run, measures) rows."""
     lines = [
         "| network | run | events/s | steps/s | x real time | latency p50 / p99 / max (ms) "
         "| drops (kernel packets / queue events) | CPU of one core |",
@@ -287,6 +291,7 @@ def table(rows: list[tuple[str, str, dict]]) -> str:
 
 
 def main() -> None:
+    """Run every row and write the table (or, with --send, be the UDP sender)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--send", nargs=6, metavar=("HOST", "PORT", "RATE", "S", "W", "H"))
     parser.add_argument("--seconds", type=float, default=3.0, help="UDP stream length")
