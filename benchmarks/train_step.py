@@ -199,8 +199,7 @@ def peak_growth_mb(function: Callable[[], object]) -> float:
 
 
 def median_ms(function: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """Median wall and process CPU time (all threads) of `repeats` calls, after two warm-ups."""
-    function()
+    """Median wall and process CPU time (all threads) of `repeats` calls, after a warm-up."""
     function()
     wall, cpu = [], []
     for _ in range(repeats):
@@ -334,19 +333,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory", action="store_true", help="worker: measure memory")
     parser.add_argument("--libraries", nargs="+", default=list(LIBRARIES))
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--results", type=Path, default=Path("/tmp/eventsnn_train_step.json"),
+        help="raw results: read to keep libraries not run now, written after each case",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.worker:
         library, steps, batch, repeats = args.worker
         print(json.dumps(worker(library, int(steps), int(batch), int(repeats), args.memory)))
         return 0
-    results: dict[str, dict[str, dict[str, float]]] = {}
-    loads = []
+    saved = json.loads(args.results.read_text()) if args.results.exists() else {}
+    results: dict[str, dict[str, dict[str, float]]] = saved.get("results", {})
+    loads: list[float] = saved.get("loads", [])
     for case, (steps, batch, repeats) in CASES.items():
-        results[case] = {}
+        results.setdefault(case, {})
         for library in args.libraries:
             loads.append(busy_cpus())
             results[case][library] = run_case(library, steps, batch, repeats)
             print(case, library, results[case][library], flush=True)
+            args.results.write_text(json.dumps({"results": results, "loads": loads}))
+        results[case] = {lib: results[case][lib] for lib in LIBRARIES if lib in results[case]}
     args.out.write_text(table(results, loads) + "\n")
     print(args.out.read_text())
     return 0

@@ -102,3 +102,17 @@ def test_conv_same_padding_keeps_the_frame_size():
     conv = Conv2d(2, 3, 3, padding="same")
     x = _spikes(2, 1, 2, 7, 9)
     assert tuple(conv(x).shape[2:]) == conv.output_shape((2, 7, 9)) == (3, 7, 9)
+
+
+@pytest.mark.parametrize("size", [(8, 10), (11, 7)])
+def test_fast_2x2_max_pool_equals_torch_values_and_gradients(size):
+    x = _spikes(3, 2, 4, *size, p=0.4)
+    x[0, 0, 0] = torch.randn(size)  # dense values and ties both
+    x.requires_grad_()
+    ours = MaxPool2d(2)(x)
+    ref = F.max_pool2d(x.flatten(0, 1), 2).view_as(ours)
+    assert torch.equal(ours, ref)
+    g = torch.randn_like(ours)
+    (g_ours,) = torch.autograd.grad(ours, x, g)
+    (g_ref,) = torch.autograd.grad(ref, x, g)
+    assert torch.equal(g_ours, g_ref)

@@ -112,9 +112,22 @@ class _Pool2d(nn.Module):
 
 
 class MaxPool2d(_Pool2d):
-    """Max pooling of each time step (of spikes: 1 where any input of the window spiked)."""
+    """Max pooling of each time step (of spikes: 1 where any input of the window spiked).
+
+    2x2 windows with stride 2 on CPU run through a numba kernel that stores no indices.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        if (
+            self.kernel_size == (2, 2)
+            and self.stride == (2, 2)
+            and self.padding == (0, 0)
+            and x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64)
+        ):
+            from eventsnn.nn.kernels import max_pool_2x2  # numba loads on first use
+
+            return max_pool_2x2(x)
         return fold_time(lambda y: F.max_pool2d(y, self.kernel_size, self.stride, self.padding), x)
 
 
