@@ -267,6 +267,21 @@ def send(host: str, port: int, rate_hz: float, seconds: float, width: int, heigh
     print("rate", len(events) / (time.perf_counter() - start), flush=True)
 
 
+def cost_per_step(net: torch.nn.Module, frame: tuple[int, int, int]) -> list[tuple[int, float]]:
+    """CPU time per step of one network call on T steps (T = 1 ... 256): what catching up saves."""
+    rows = []
+    for steps in (1, 4, 16, 64, 256):
+        x = (torch.rand(steps, 1, frame[2], frame[1], frame[0]) < 0.01).float()
+        with torch.no_grad():
+            net(x)
+            calls, start = 0, time.process_time()
+            while time.process_time() - start < 1.0:
+                net(x)
+                calls += 1
+        rows.append((steps, (time.process_time() - start) / calls / steps * 1e6))
+    return rows
+
+
 def fmt(value, pattern: str = "{:,.0f}") -> str:
     """A table cell: the value formatted, or n/a."""
     return "n/a" if value is None else pattern.format(value)
@@ -312,6 +327,8 @@ def main() -> None:
         "NDigits (34x34x2)": ndigits_stream(args.recordings),
         "DVSGesture-sized (128x128x2 -> 32x32x2)": uniform_events(1e6, 3.0, GESTURE_SENSOR),
     }
+    torch.set_num_threads(1)
+    costs = {name: cost_per_step(setup["net"], setup["frame"]) for name, setup in setups.items()}
     with tempfile.TemporaryDirectory() as folder:
         for name, setup in setups.items():
             events = recordings[name]
@@ -351,7 +368,19 @@ def main() -> None:
         + (" (other work shared the machine)." if max(load_before, load_after) > 1.5 else "."),
         "",
     ]
-    Path(args.out).write_text("\n".join(header) + table(rows) + "\n")
+    steps = [n for n, _ in next(iter(costs.values()))]
+    cost_table = [
+        "",
+        "Model CPU time per step when T queued steps run in one call (1 thread):",
+        "",
+        "| network | " + " | ".join(f"T={n}" for n in steps) + " |",
+        "|---|" + "---:|" * len(steps),
+        *(
+            f"| {name} | " + " | ".join(f"{us:,.0f} us" for _, us in rows_) + " |"
+            for name, rows_ in costs.items()
+        ),
+    ]
+    Path(args.out).write_text("\n".join(header) + table(rows) + "\n" + "\n".join(cost_table) + "\n")
     print(f"wrote {args.out}")
 
 
