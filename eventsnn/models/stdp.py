@@ -2,10 +2,11 @@
 
 The network turns each sample's event frames ``(T', B, C, H, W)`` into per-pixel counts,
 sum-pools them by ``pool``, scales each sample to a firing probability of at most ``max_rate`` per
-step and draws Bernoulli input spikes over ``time_steps`` steps; a `CompetitiveLayer` (LIF neurons
-with adaptive thresholds and lateral inhibition) learns the input weights by the Diehl & Cook rule
-through an `STDPLearner`, outside autograd (manual optimization: the STDP "gradient" is the rule's
-update, stepped by SGD so that the per-epoch learning-rate schedule is a torch scheduler).
+step and draws input spikes over ``time_steps`` steps (``eval_time_steps`` when evaluating); a
+`CompetitiveLayer` (LIF neurons with adaptive thresholds and lateral inhibition) learns the input
+weights by the Diehl & Cook rule through an `STDPLearner`, outside autograd (manual optimization:
+the STDP "gradient" is the rule's update, stepped by SGD so that the per-epoch learning-rate
+schedule is a torch scheduler).
 
 Training runs ``stdp_epochs`` of STDP, then the trainer's remaining epochs with it frozen. Every
 training epoch sums each neuron's spikes per class; at its end each neuron is assigned the class it
@@ -40,11 +41,17 @@ class RateEncoder(nn.Module):
     Counts are summed over time, sum-pooled by ``pool`` and scaled per sample so the busiest input
     fires with probability ``max_rate`` per step. ``coding="poisson"`` draws independent Bernoulli
     spikes; ``"regular"`` fires evenly spaced spikes (an integrate-and-fire on the rate from a
-    random phase), so counts vary by at most one spike and competition is less noisy.
+    random phase), so counts vary by at most one spike and competition is less noisy. Out of
+    training mode, presentations last ``eval_time_steps`` (longer: more spikes to count).
     """
 
     def __init__(
-        self, time_steps: int, max_rate: float, pool: int = 1, coding: str = "poisson"
+        self,
+        time_steps: int,
+        max_rate: float,
+        pool: int = 1,
+        coding: str = "poisson",
+        eval_time_steps: int | None = None,
     ) -> None:
         super().__init__()
         if coding not in CODINGS:
@@ -56,6 +63,7 @@ class RateEncoder(nn.Module):
                 f"{time_steps}, {pool}",
             )
         self.time_steps, self.max_rate, self.pool, self.coding = time_steps, max_rate, pool, coding
+        self.eval_time_steps = eval_time_steps or time_steps
 
     def rates(self, frames: Tensor) -> Tensor:
         """Per-step firing probabilities ``(B, features)`` of a batch of frames."""
@@ -69,10 +77,11 @@ class RateEncoder(nn.Module):
     def forward(self, frames: Tensor) -> Tensor:
         """Input spikes for the batch (a fresh draw each call)."""
         rates = self.rates(frames)
+        time_steps = self.time_steps if self.training else self.eval_time_steps
         if self.coding == "poisson":
-            draws = torch.rand((self.time_steps, *rates.shape), device=rates.device)
+            draws = torch.rand((time_steps, *rates.shape), device=rates.device)
             return (draws < rates).to(rates.dtype)
-        steps = torch.arange(self.time_steps + 1, device=rates.device, dtype=rates.dtype)
+        steps = torch.arange(time_steps + 1, device=rates.device, dtype=rates.dtype)
         phase = torch.rand(rates.shape, device=rates.device, dtype=rates.dtype)
         return (phase + rates * steps.view(-1, 1, 1)).floor().diff(dim=0)
 
@@ -92,6 +101,7 @@ class STDPClassifier(pl.LightningModule):
         num_classes: int = 10,
         n_neurons: int = 400,
         time_steps: int = 64,
+        eval_time_steps: int | None = 256,
         max_rate: float = 0.4,
         coding: str = "regular",
         pool: int = 2,
@@ -122,7 +132,7 @@ class STDPClassifier(pl.LightningModule):
         self.automatic_optimization = False
         self.input_shape = tuple(int(s) for s in input_shape)
         in_features = math.prod(pooled_shape(self.input_shape, pool))
-        self.encoder = RateEncoder(time_steps, max_rate, pool, coding)
+        self.encoder = RateEncoder(time_steps, max_rate, pool, coding, eval_time_steps)
         self.excitatory = CompetitiveLayer(
             in_features, n_neurons, beta=beta, threshold=threshold, inhibition=inhibition,
             winners=winners, v_min=v_min, theta_plus=theta_plus,
@@ -170,12 +180,13 @@ class STDPClassifier(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.class_counts.zero_()
         self.class_samples.zero_()
-        self.excitatory.train(self.learning)
 
     def training_step(self, batch: tuple[Tensor, Tensor], _: int) -> None:
         frames, labels = batch
         stdp_optimizer, readout_optimizer = self.optimizers()
+        # frozen epochs run as evaluation does (theta fixed, evaluation-length presentations)
         self.excitatory.train(self.learning)
+        self.encoder.train(self.learning)
         if self.learning:
             with self.learner.capture():
                 counts = self(frames)
