@@ -16,20 +16,25 @@ from eventsnn.inference.results import RecordingPart, recording_key
 from eventsnn.inference.windows import WindowConfig
 
 
-def finished_part(output, path: str, probabilities: list[list[float]], sha: str = "abc") -> None:
+def finished_part(
+    output, path: str, probabilities: list[list[float]], sha: str = "abc", flush_bytes: int = 2**24
+) -> None:
     """A part for `path` with one window per probability row, appended in two batches."""
     folder = parts_dir(output) / "rank-0"
     folder.mkdir(parents=True, exist_ok=True)
-    part = RecordingPart(folder, path)
+    part = RecordingPart(folder, path, flush_bytes=flush_bytes)
     rows = np.array(probabilities, dtype=np.float32)
     for half in (rows[:1], rows[1:]):
         part.append({"probabilities": half, "predicted": half.argmax(-1), "t_start": half[:, 0]})
     part.finish({"path": path, "sha256": sha, "size": 10, "n_events": 5, "error": ""}, ["1_lif"])
 
 
-def test_part_whole_recording_predictions_by_mean_and_majority(tmp_path):
+@pytest.mark.parametrize("flush_bytes", [0, 2**24])  # rows streamed to disk, or buffered
+def test_part_whole_recording_predictions_by_mean_and_majority(tmp_path, flush_bytes):
     output = tmp_path / "out.h5"
-    finished_part(output, "/data/a.npy", [[0.6, 0.4], [0.6, 0.4], [0.0, 1.0]])
+    finished_part(
+        output, "/data/a.npy", [[0.6, 0.4], [0.6, 0.4], [0.0, 1.0]], flush_bytes=flush_bytes
+    )
     (part,) = parts_dir(output).glob("rank-0/*.h5")
     with h5py.File(part, "r") as file:
         group = file["recording"]

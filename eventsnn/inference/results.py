@@ -85,55 +85,94 @@ def _plain(value: Any) -> Any:
 
 
 class RecordingPart:
-    """One recording's part file while it is written: rows appended per batch, then finished."""
+    """One recording's part file while it is written: rows buffered per batch, then finished.
 
-    def __init__(self, folder: Path, path: str, rank: int = 0) -> None:
+    Rows are kept in memory and written in one go when the recording finishes (one file write
+    per recording); past `flush_bytes` of buffered rows (encoded tensors of long recordings)
+    they go to resizable datasets as they come, so memory stays bounded.
+    """
+
+    def __init__(self, folder: Path, path: str, rank: int = 0, flush_bytes: int = 2**24) -> None:
         self.final = folder / f"{recording_key(path)}.h5"
         self.tmp = folder / f"{self.final.name}.tmp-{os.getpid()}"
-        self.file = h5py.File(self.tmp, "w")
-        self.group = self.file.create_group(PART_GROUP)
-        self.group.attrs["path"] = path
-        self.group.attrs["rank"] = rank
+        self.attrs: dict[str, Any] = {"path": path, "rank": rank}
+        self.flush_bytes = flush_bytes
+        self.buffered: dict[str, list[np.ndarray]] = {}
+        self.buffered_bytes = 0
+        self.file: h5py.File | None = None
+        self.probability_sum: np.ndarray | None = None
+        self.votes: np.ndarray | None = None
 
     def append(self, columns: Mapping[str, np.ndarray]) -> None:
-        """Append rows (one per window) to the datasets named by `columns`."""
+        """Add rows (one per window) to the columns named by `columns`."""
         for name, rows in columns.items():
             rows = np.asarray(rows)
-            if name not in self.group:
-                self.group.create_dataset(
+            self.buffered.setdefault(name, []).append(rows)
+            self.buffered_bytes += rows.nbytes
+        if "probabilities" in columns:
+            self._count(np.asarray(columns["probabilities"]), np.asarray(columns["predicted"]))
+        if self.buffered_bytes > self.flush_bytes:
+            self._flush(resizable=True)
+
+    def _count(self, probabilities: np.ndarray, predicted: np.ndarray) -> None:
+        """Running sums for the whole-recording mean probability and majority vote."""
+        if self.probability_sum is None:
+            self.probability_sum = np.zeros(probabilities.shape[1], dtype=np.float64)
+            self.votes = np.zeros(probabilities.shape[1], dtype=np.int64)
+        self.probability_sum += probabilities.sum(axis=0)
+        self.votes += np.bincount(predicted, minlength=len(self.votes))
+
+    def _group(self) -> h5py.Group:
+        if self.file is None:
+            self.file = h5py.File(self.tmp, "w")
+            self.file.create_group(PART_GROUP)
+        return self.file[PART_GROUP]
+
+    def _flush(self, resizable: bool) -> None:
+        """Write the buffered rows: appended to resizable datasets, or as whole datasets."""
+        group = self._group()
+        for name, parts in self.buffered.items():
+            rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            if name not in group and not resizable:
+                group.create_dataset(name, data=rows)
+                continue
+            if name not in group:
+                row_bytes = max(1, rows[0].nbytes if len(rows) else 1)
+                group.create_dataset(
                     name,
                     shape=(0, *rows.shape[1:]),
                     maxshape=(None, *rows.shape[1:]),
                     dtype=rows.dtype,
-                    chunks=(max(1, min(1024, 2**20 // max(1, rows[0].nbytes))), *rows.shape[1:]),
+                    chunks=(max(1, min(1024, 2**20 // row_bytes)), *rows.shape[1:]),
                 )
-            dataset = self.group[name]
+            dataset = group[name]
             n = dataset.shape[0]
             dataset.resize(n + len(rows), axis=0)
             dataset[n:] = rows
+        self.buffered, self.buffered_bytes = {}, 0
 
     def finish(self, record: Mapping[str, Any], layer_names: list[str]) -> None:
-        """Write the recording's record and whole-recording prediction; rename into place."""
-        for key in _RECORD_ATTRS:
-            if key in record:
-                self.group.attrs[key] = record[key]
-        self.group.attrs["status"] = STATUS_FAILED if record.get("error") else STATUS_DONE
-        self.group.attrs["error"] = record.get("error", "")
-        self.group.attrs.setdefault("sha256", "")
-        self.group.attrs.setdefault("size", -1)
-        if "firing_rates" in self.group:
-            self.group["firing_rates"].attrs["layer_names"] = json.dumps(layer_names)
-        self.group.attrs["predicted"], self.group.attrs["predicted_majority"] = -1, -1
-        if "probabilities" in self.group and len(self.group["probabilities"]):
-            mean = self.group["probabilities"][:].mean(axis=0)
-            self.group.create_dataset("mean_probabilities", data=mean)
-            self.group.attrs["predicted"] = int(mean.argmax())
-            votes = np.bincount(self.group["predicted"][:], minlength=len(mean))
-            self.group.attrs["predicted_majority"] = int(votes.argmax())
+        """Write the rows, the record and the whole-recording prediction; rename into place."""
+        self._flush(resizable=self.file is not None)
+        group = self._group()
+        attrs = {"sha256": "", "size": -1, **self.attrs}
+        attrs.update({key: record[key] for key in _RECORD_ATTRS if key in record})
+        attrs["status"] = STATUS_FAILED if record.get("error") else STATUS_DONE
+        attrs["error"] = record.get("error", "")
+        attrs["predicted"] = attrs["predicted_majority"] = -1
+        if self.probability_sum is not None:
+            mean = self.probability_sum / group["probabilities"].shape[0]
+            group.create_dataset("mean_probabilities", data=mean.astype(np.float32))
+            attrs["predicted"] = int(mean.argmax())
+            attrs["predicted_majority"] = int(self.votes.argmax())
+        if "firing_rates" in group:
+            group["firing_rates"].attrs["layer_names"] = json.dumps(layer_names)
+        group.attrs.update(attrs)
         self.file.close()
         os.replace(self.tmp, self.final)
 
     def abandon(self) -> None:
         """Close and remove an unfinished part (the recording will be redone)."""
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
         self.tmp.unlink(missing_ok=True)
