@@ -23,8 +23,8 @@ from eventsnn.nn.functional import NeuronConfig, NeuronState
 
 # slots of the scalar array (kept in the data's dtype so float32 maths stays float32)
 _THR, _AMOUNT, _LOW, _RHO, _SCALE, _SPARAM, _ZERO, _ONE = range(8)
-# bits of the config code; the kernels get it as a compile-time literal, so each config has its
-# own branch-free (vectorised) machine code
+# bits of the config code; each code gets its own kernel (a closure, cached by numba) with the
+# switches as constants, so the machine code has no branches on them and vectorises
 _MULTI, _DELAY, _SYN, _ADAPT, _HAS_AMOUNT, _HAS_LOW, _DETACH = (1 << k for k in range(2, 9))
 _KIND_SHIFT = 9  # 3 bits
 # backward-only bits: which gradients arrive and which are wanted

@@ -58,10 +58,12 @@ class Conv2d(nn.Conv2d):
         """(out_channels, H', W') for a (C, H, W) input."""
         c, h, w = _check_image(self, input_shape)
         if c != self.in_channels:
-            raise ShapeError(f"Conv2d expects {self.in_channels} input channels, got shape {c}")
-        pad = self.padding if not isinstance(self.padding, str) else (0, 0)
+            raise ShapeError(
+                f"Conv2d expects {self.in_channels} input channels, got {tuple(input_shape)}"
+            )
         if self.padding == "same":
             return (self.out_channels, h, w)
+        pad = (0, 0) if self.padding == "valid" else self.padding
         sizes = [
             _window_out(s, k, st, p, d)
             for s, k, st, p, d in zip(
