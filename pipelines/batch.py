@@ -36,7 +36,12 @@ _BRACES = re.compile(r"\{([^{}]*)\}")
 
 def build_parser() -> ArgumentParser:
     """The command's options; every option can also come from the YAML of ``--config``."""
-    parser = ArgumentParser(prog="eventsnn batch", exit_on_error=False, description=__doc__)
+    parser = ArgumentParser(
+        prog="eventsnn batch",
+        exit_on_error=False,
+        description="Run a checkpoint over event recordings into one HDF5 results file "
+        "(windows and transforms from the checkpoint; resumable; parallel through Lightning).",
+    )
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file of these options")
     parser.add_argument("--checkpoint", type=str, required=True, help="HDF5 checkpoint")
     parser.add_argument(
