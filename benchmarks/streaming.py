@@ -282,6 +282,27 @@ def cost_per_step(net: torch.nn.Module, frame: tuple[int, int, int]) -> list[tup
     return rows
 
 
+def targets(rows: list[tuple[str, str, dict]]) -> list[str]:
+    """The issue's targets against this run, for the NDigits network."""
+    ndigits = {run: r for name, run, r in rows if name.startswith("NDigits")}
+    fast = max(r["real_time_factor"] for run, r in ndigits.items() if "(1 thread)" in run
+               or "(2 threads)" in run)  # fmt: skip
+    live = next(r for run, r in ndigits.items() if "at 10 M events/s" in run)
+    kept_up = live["steps_per_s"] >= 990 and live["queue_drops"] == 0 and live["drops"] == 0
+    return [
+        "",
+        "Targets (NDigits network, 1 ms steps):",
+        "",
+        f"- as fast as possible >= 20x real time: {fast:.1f}x measured "
+        f"({'met' if fast >= 20 else 'not met'} in this run).",
+        f"- real time at 10 M events/s: {live['steps_per_s']:,.0f} steps/s, "
+        f"{live['drops']} kernel-dropped packets, {live['queue_drops']} dropped events "
+        f"({'kept up' if kept_up else 'did not keep up'}); p99 latency "
+        f"{live['latency'][1]:.2f} ms against the 5 ms target "
+        f"({'met' if live['latency'][1] < 5 else 'not met'}).",
+    ]
+
+
 def fmt(value, pattern: str = "{:,.0f}") -> str:
     """A table cell: the value formatted, or n/a."""
     return "n/a" if value is None else pattern.format(value)
@@ -338,7 +359,8 @@ def main() -> None:
             for threads in (1, 2):
                 torch.set_num_threads(threads)
                 fast = as_fast_as_possible(setup, events, Path(folder))
-                rows.append((name, f"as fast as possible ({threads} threads), {what}", fast))
+                label = f"{threads} thread" + ("s" if threads > 1 else "")
+                rows.append((name, f"as fast as possible ({label}), {what}", fast))
             torch.set_num_threads(args.threads)
             if name.startswith("NDigits"):
                 slow = as_fast_as_possible(setup, events, Path(folder), step_us=RECIPE_STEP_US)
@@ -366,6 +388,8 @@ def main() -> None:
         f"Python {platform.python_version()}. Load average before / after: "
         f"{load_before:.1f} / {load_after:.1f}"
         + (" (other work shared the machine)." if max(load_before, load_after) > 1.5 else "."),
+        "'CPU of one core' is the share of one core this process got (CPU time / wall time).",
+        "",
         "",
     ]
     steps = [n for n, _ in next(iter(costs.values()))]
@@ -380,7 +404,8 @@ def main() -> None:
             for name, rows_ in costs.items()
         ),
     ]
-    Path(args.out).write_text("\n".join(header) + table(rows) + "\n" + "\n".join(cost_table) + "\n")
+    text = "\n".join(header) + table(rows) + "\n" + "\n".join(cost_table + targets(rows))
+    Path(args.out).write_text(text + "\n")
     print(f"wrote {args.out}")
 
 
