@@ -212,6 +212,13 @@ def test_classifier_window_equals_its_prediction_on_the_whole_recording(classifi
     assert results[0].label == int(np.argmax(expected))
 
 
+def test_sensor_size_defaults_to_the_models_input(classifiers, network):
+    assert StreamRunner(classifiers["count"]).binner.frame_shape == (2, 34, 34)
+    assert StreamRunner(network).binner.frame_shape == (2, 34, 34)
+    with pytest.raises(StreamError, match="give sensor_size"):
+        StreamRunner(torch.nn.Flatten(2))
+
+
 def test_sensor_size_mismatch_is_a_clear_error(classifiers):
     with pytest.raises(StreamError, match=r"sensor-size mismatch.*use sensor size 34x34x2"):
         StreamRunner(classifiers["count"], (32, 32, 2))

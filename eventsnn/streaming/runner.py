@@ -168,13 +168,13 @@ class StreamRunner:
     ``event_filter`` maps each arriving chunk of events before binning (e.g. the training
     pipeline's ``Downsample`` or ``CenterCrop``); it must treat every event on its own (no state
     across events, such as a denoise filter keeps) for the stream to stay exact. ``sensor_size``
-    is the size of the binned frames, after the filter.
+    is the size of the binned frames, after the filter (default: the model's ``input_shape``).
     """
 
     def __init__(
         self,
         model: nn.Module | str | os.PathLike,
-        sensor_size: Sequence[int],
+        sensor_size: Sequence[int] | None = None,
         step_us: int = 1000,
         window_steps: int = 1,
         origin_us: int | None = None,
@@ -200,8 +200,12 @@ class StreamRunner:
             reset_states(self.model)
         self.adapter = ModelAdapter(self.model)
         self.device = torch.device(device) if device is not None else _device_of(model)
-        self.binner = StepBinner(sensor_size, step_us, origin_us=origin_us)
         expected = self.adapter.input_shape
+        if sensor_size is None:
+            if expected is None:
+                raise StreamError("give sensor_size: the model does not say its input_shape")
+            sensor_size = (expected[2], expected[1], expected[0])
+        self.binner = StepBinner(sensor_size, step_us, origin_us=origin_us)
         if expected is not None and expected != self.binner.frame_shape:
             width, height, polarities = expected[2], expected[1], expected[0]
             raise StreamError(
