@@ -44,11 +44,14 @@ def correlate(
     weight_shape: torch.Size | tuple[int, ...],
     conv: ConvGeometry | None = None,
     reduce: Reduce = "mean",
+    pre_offset: float = 0.0,
 ) -> Tensor:
-    """Sum over time, batch (and kernel positions) of post x pre products, shaped like the weights.
+    """Sum over time, batch (and kernel positions) of post x (pre - pre_offset) products, shaped
+    like the weights.
 
     Linear: ``(T, B, out) x (T, B, in) -> (out, in)``. Conv: the kernel-shaped correlation of each
     post-synaptic position with its pre-synaptic patch, summed over positions (weight sharing).
+    Only the steps and samples with a non-zero post term are read (post spikes are sparse).
     """
     if post.shape[:2] != pre.shape[:2]:
         raise LearningError(
@@ -66,7 +69,7 @@ def correlate(
         active = post_rows.any(dim=1)  # steps and samples where a post term is non-zero
         if not bool(active.all()):
             post_rows, pre_rows = post_rows[active], pre_rows[active]
-        update = post_rows.t() @ pre_rows
+        update = post_rows.t() @ (pre_rows - pre_offset if pre_offset else pre_rows)
     else:
         if post.ndim != 5 or pre.ndim != 5:
             raise LearningError(
@@ -74,7 +77,7 @@ def correlate(
                 f"and post {tuple(post.shape)}"
             )
         update = torch.nn.grad.conv2d_weight(
-            pre.flatten(0, 1),
+            (pre - pre_offset if pre_offset else pre).flatten(0, 1),
             tuple(weight_shape),
             post.flatten(0, 1),
             stride=conv.stride,
@@ -162,7 +165,7 @@ def diehl_cook_stdp(
     pre_spikes: Tensor,
     post_spikes: Tensor,
     pre_trace: Tensor,
-    post_trace: Tensor,
+    post_trace: Tensor | None,
     *,
     eta_post: float,
     eta_pre: float = 0.0,
@@ -174,13 +177,15 @@ def diehl_cook_stdp(
 ) -> Tensor:
     """Diehl & Cook (2015): on a post spike ``eta_post * (x_pre - x_tar) * (w_max - w)^mu``; the
     offset x_tar depresses synapses whose input was silent. ``eta_pre`` adds pre-spike depression
-    by the post trace (BindsNET's variant)."""
+    by the post trace (BindsNET's variant; the post trace may be None without it)."""
     shape = weights.shape
-    potentiation = correlate(post_spikes, pre_trace - x_tar, shape, conv, reduce)
+    potentiation = correlate(post_spikes, pre_trace, shape, conv, reduce, pre_offset=x_tar)
     if mu:
         potentiation = potentiation * (w_max - weights).clamp(min=0).pow(mu)
     update = eta_post * potentiation
     if eta_pre:
+        if post_trace is None:
+            raise LearningError("diehl_cook_stdp with eta_pre needs the post trace")
         update = update - eta_pre * correlate(post_trace, pre_spikes, shape, conv, reduce)
     return update
 
@@ -335,8 +340,11 @@ class DiehlCookSTDP:
         check_trace_mode(self.trace_mode)
 
     def trace_taus(self) -> Mapping[str, tuple[Side, float]]:
-        """A pre trace (tau_pre) and a post trace (tau_post)."""
-        return {"pre": ("pre", self.tau_pre), "post": ("post", self.tau_post)}
+        """A pre trace (tau_pre), and a post trace (tau_post) when eta_pre uses one."""
+        taus: dict[str, tuple[Side, float]] = {"pre": ("pre", self.tau_pre)}
+        if self.eta_pre:
+            taus["post"] = ("post", self.tau_post)
+        return taus
 
     def update(
         self,
@@ -354,7 +362,7 @@ class DiehlCookSTDP:
             pre_spikes,
             post_spikes,
             traces["pre"],
-            traces["post"],
+            traces.get("post"),
             eta_post=self.eta_post,
             eta_pre=self.eta_pre,
             x_tar=self.x_tar,
