@@ -224,18 +224,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Load, stream, report: the command without its error handling."""
     import torch
 
-    from eventsnn.checkpoint import load_model, read_checkpoint
+    from eventsnn.checkpoint import load_model
     from eventsnn.encoding.transforms import Downsample
-    from eventsnn.streaming.encoding import encoding_from_hparams
+    from eventsnn.streaming.encoding import encoding_from_checkpoint
     from eventsnn.streaming.log import StreamLog
     from eventsnn.streaming.runner import StreamRunner
 
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.checkpoint)
-    encoding = encoding_from_hparams(
-        read_checkpoint(args.checkpoint).get("datamodule_hyper_parameters")
-    )
+    encoding = encoding_from_checkpoint(args.checkpoint)
     for note in encoding.notes:
         print(f"eventsnn stream: note: {note}", file=sys.stderr)
     shape = getattr(model, "input_shape", None)

@@ -59,3 +59,34 @@ def test_no_recipe_is_a_note():
     assert encoding_from_hparams(None).notes == ["the checkpoint names no training encoding"]
     no_frames = encoding_from_hparams({"transform": [{"class_path": "x.Y"}]})
     assert "no ToFrame" in no_frames.notes[-1]
+
+
+def test_runner_from_a_checkpoint_takes_its_recipe(tmp_path):
+    import torch
+
+    from eventsnn.checkpoint import read_checkpoint, save, write_checkpoint
+    from eventsnn.models import SpikingClassifier
+    from eventsnn.streaming import StreamRunner
+
+    model = SpikingClassifier([{"flatten": {}}, {"linear": {"out": 3}}, {"lif": {}}], [2, 8, 8])
+    del model.hparams["optimizer"]  # a default callable, which a checkpoint cannot hold
+    save(model, tmp_path / "plain.h5", states=False)
+    checkpoint = read_checkpoint(tmp_path / "plain.h5")
+    checkpoint["datamodule_hyper_parameters"] = {
+        "transform": [
+            {
+                "class_path": "eventsnn.encoding.transforms.Downsample",
+                "init_args": {"spatial_factor": 0.25},
+            },
+            to_frame(sensor_size=[8, 8, 2], time_window=2500),
+        ]
+    }
+    write_checkpoint(tmp_path / "recipe.h5", checkpoint)
+    runner = StreamRunner(tmp_path / "recipe.h5")
+    assert runner.binner.step_us == 2500
+    assert runner.binner.frame_shape == (2, 8, 8)
+    results = runner.feed(make_events([31, 0], [31, 0], [0, 2600], [1, 0]))
+    assert len(results) == 1 and results[0].events == 1  # x=31 -> 7 after the downsample
+    plain = StreamRunner(tmp_path / "plain.h5")
+    assert plain.binner.step_us == 1000 and plain.event_filter is None
+    assert isinstance(plain.model, torch.nn.Module)

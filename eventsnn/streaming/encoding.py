@@ -11,6 +11,7 @@ bins per recording) has no fixed step: the caller must choose one.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,3 +88,14 @@ def encoding_from_hparams(datamodule_hparams: Mapping[str, Any] | None) -> Strea
         encoding.notes.append("the training encoding has no ToFrame")
     encoding.event_filter = _compose(filters)
     return encoding
+
+
+DATA_HPARAMS_KEY = "datamodule_hyper_parameters"
+
+
+def encoding_from_checkpoint(path: str | os.PathLike) -> StreamEncoding:
+    """The stream encoding of the recipe stored in an HDF5 checkpoint (reads nothing else)."""
+    from eventsnn.checkpoint import read_checkpoint
+
+    hparams = read_checkpoint(path, keys=[DATA_HPARAMS_KEY]).get(DATA_HPARAMS_KEY)
+    return encoding_from_hparams(hparams)

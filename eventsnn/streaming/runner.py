@@ -29,8 +29,11 @@ from torch import nn
 
 from eventsnn.nn import reset_states
 from eventsnn.streaming.binning import StepBatch, StepBinner
+from eventsnn.streaming.encoding import encoding_from_checkpoint
 from eventsnn.streaming.sources import Packet, StreamError
 
+DEFAULT_STEP_US = 1000
+"""The step when neither the caller nor the checkpoint's recipe gives one."""
 LATENCY_WINDOW = 1 << 17
 """Latency percentiles are over this many most recent results (bounded memory)."""
 
@@ -161,7 +164,9 @@ class StreamRunner:
 
     ``model`` is a network taking time-first input (T, B, P, H, W) and returning (T, B, ...)
     outputs (spikes of the output layer), a ``SpikingClassifier``, or the path of an HDF5
-    checkpoint that ``eventsnn.checkpoint.load_model`` rebuilds. ``origin_us`` fixes the time of
+    checkpoint that ``eventsnn.checkpoint.load_model`` rebuilds (then the step, the frame size
+    and the per-event filter default to its training recipe's, see ``encoding.py``; else the step
+    is 1000 us and the frame size the model's ``input_shape``). ``origin_us`` fixes the time of
     step 0 (default: the first event's time, as tonic's ToFrame). The neuron state starts at rest
     unless ``keep_states`` (e.g. states resumed from a checkpoint written by ``save_states``).
 
@@ -175,7 +180,7 @@ class StreamRunner:
         self,
         model: nn.Module | str | os.PathLike,
         sensor_size: Sequence[int] | None = None,
-        step_us: int = 1000,
+        step_us: int | None = None,
         window_steps: int = 1,
         origin_us: int | None = None,
         max_queue_steps: int | None = None,
@@ -194,7 +199,12 @@ class StreamRunner:
         if isinstance(model, str | os.PathLike):
             from eventsnn.checkpoint import load_model
 
+            encoding = encoding_from_checkpoint(model)
+            step_us = step_us or encoding.step_us
+            event_filter = event_filter or encoding.event_filter
+            sensor_size = sensor_size or encoding.frame_size
             model = load_model(model, map_location=device)
+        step_us = step_us or DEFAULT_STEP_US
         self.model = model.eval()
         if not keep_states:
             reset_states(self.model)
