@@ -100,7 +100,7 @@ def small_model(**overrides) -> STDPClassifier:
     options = dict(
         input_shape=[2, 8, 8], num_classes=2, n_neurons=6, time_steps=24, pool=1,
         max_rate=0.4, threshold=4.0, inhibition=4.0, v_min=-4.0, theta_plus=0.5,
-        eta_post=0.01, x_tar=0.5, stdp_epochs=2, readout_lr=0.1, rf_png="rf.png",
+        eta_post=0.01, x_tar=0.5, stdp_epochs=2, readout_lr=0.1, rf_png="rf.png", mean_weight=0.05,
     )  # fmt: skip
     options.update(overrides)
     return STDPClassifier(**options)
