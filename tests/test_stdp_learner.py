@@ -171,3 +171,29 @@ def test_unknown_layers_and_missing_activity_are_named():
     two = nn.Sequential(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)))
     with pytest.raises(LearningError, match="found 2"):
         STDPLearner(two, {"0": Plasticity()})
+
+
+def test_stdp_conv_block_mixes_with_a_gradient_readout():
+    from eventsnn.nn import LIF, Flatten, Linear, reset_states, spiking_conv2d
+
+    torch.manual_seed(4)
+    block = spiking_conv2d(2, 4, 3, LIF(beta=0.9, threshold=0.5))
+    net = nn.Sequential(block, Flatten(), Linear(4 * 6 * 6, 3))
+    learner = STDPLearner(net, {"0": Plasticity(rule=RULE, channel_wta=True)})
+    optimizer = torch.optim.SGD(learner.parameter_groups(), lr=1.0)
+    readout_optimizer = torch.optim.SGD(net[2].parameters(), lr=0.1)
+    conv_before = block.synapse.weight.detach().clone()
+    readout_before = net[2].weight.detach().clone()
+    x = spikes(5, 2, 2, 8, 8, seed=6, p=0.5)
+    with learner.capture():
+        logits = net(x).sum(0)
+    assert block.neuron.get_state()  # the block ran its LIF neurons
+    loss = nn.functional.cross_entropy(logits, torch.tensor([0, 2]))
+    loss.backward()
+    assert block.synapse.weight.grad is None  # STDP layers stay out of autograd
+    readout_optimizer.step()
+    learner.set_gradients(learner.updates())
+    optimizer.step()
+    assert not torch.equal(block.synapse.weight, conv_before)
+    assert not torch.equal(net[2].weight, readout_before)
+    reset_states(net)
