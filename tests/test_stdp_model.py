@@ -1,5 +1,7 @@
 """Competitive layer, rate encoder and STDPClassifier: dynamics, homeostasis, training."""
 
+import csv
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -116,7 +118,11 @@ def test_classifier_learns_two_patterns_and_checkpoints(tmp_path):
     )  # fmt: skip
     train, val = two_pattern_loader(64, 0), two_pattern_loader(32, 1)
     trainer.fit(model, train, val)
-    assert (tmp_path / "lightning_logs" / "version_0" / "rf.png").stat().st_size > 0
+    run = tmp_path / "lightning_logs" / "version_0"
+    assert (run / "rf.png").stat().st_size > 0
+    epochs = list(csv.DictReader((run / "metrics.csv").open()))
+    first_val = next(float(r["val_assign_acc"]) for r in epochs if r["val_assign_acc"])
+    assert first_val >= 0.9  # validation already uses the first epoch's label assignment
     assert bool(model.readout_trained)  # epochs 3-4 trained the readout on frozen counts
     assert {0, 1} <= set(model.assignments.tolist())  # both classes own neurons
     assert model.excitatory.theta.sum() > 0

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from eventsnn.data.errors import ConfigError
@@ -209,12 +210,24 @@ class STDPClassifier(pl.LightningModule):
         options = {"on_step": False, "on_epoch": True, "batch_size": len(labels)}
         self.log("train_spikes_per_sample", counts.sum(1).mean(), **options)
 
-    def on_train_epoch_end(self) -> None:
+    def _close_epoch(self) -> Tensor:
+        """Assign labels from this epoch's class-wise firing (and mark a trained readout); returns
+        which neurons fired. Idempotent, so validation (which Lightning runs before
+        `on_train_epoch_end`) already sees this epoch's assignments."""
         rates = self.class_counts / self.class_samples.clamp(min=1).unsqueeze(1)
         fired = rates.sum(0) > 0
-        self.assignments.copy_(torch.where(fired, rates.argmax(0), -1))
-        if not self.learning:
-            self.readout_trained.fill_(True)
+        if self.class_samples.sum() > 0:  # not before any training (sanity checks, resuming)
+            self.assignments.copy_(torch.where(fired, rates.argmax(0), -1))
+            if not self.learning:
+                self.readout_trained.fill_(True)
+        return fired
+
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.state.fn == TrainerFn.FITTING:
+            self._close_epoch()
+
+    def on_train_epoch_end(self) -> None:
+        fired = self._close_epoch()
         weight, theta = self.excitatory.weight, self.excitatory.theta
         self.log_dict(
             {
