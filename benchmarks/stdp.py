@@ -227,6 +227,14 @@ def main() -> None:
             "BindsNET 0.3.4 runs in its own venv with torch 2.13.0; its torchvision import "
             "(datasets and plots only) is replaced by stand-in modules, see `stub_torchvision`."
         )
+    lines += [
+        "",
+        "Why the gap: BindsNET steps every connection, trace and STDP outer product once per "
+        "time step in Python (its D&C examples train one sample at a time, B=1); eventsnn runs "
+        "the synapses once over all T*B steps (a sparse sum over active inputs), loops only the "
+        "neuron state over time, and applies STDP once per window as one contraction over the "
+        "steps where a post-synaptic spike happened.",
+    ]
     if args.note:
         lines.append(args.note)
     Path(args.out).write_text("\n".join(lines) + "\n")
