@@ -98,7 +98,7 @@ class WindowDataset(IterableDataset):
         except Exception as error:  # a batch job records any failure and goes on
             record["error"] = _message(error)
             if "sensor" in record["error"]:
-                record["error"] += f" (the checkpoint's sensor size is {self.sensor_size})"
+                record["error"] += f" (the checkpoint's model takes sensor size {self.sensor_size})"
         record.update(n_events=n_events, n_windows=n_windows, seconds=time.perf_counter() - started)
         batch.finish(record)
 
