@@ -323,7 +323,26 @@ def table(results: dict[str, dict[str, dict[str, float]]], loads: list[float]) -
                 f"{rows[lowest][key]:.0f} MB, ReLU {rows['relu'][key]:.0f} MB"
             )
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + NOTES)
+
+
+NOTES = [
+    "## How the versions are built",
+    "",
+    "- eventsnn: `eventsnn.nn.build`; each neuron layer is one autograd node whose forward and",
+    "  backward are numba kernels over all T steps (vectorised, one kernel per neuron config,",
+    "  split over `torch.get_num_threads()` threads); the membrane is written over the conv",
+    "  output it came from (no extra buffer); 2x2 max pooling is a numba kernel that keeps no",
+    "  int64 indices and is ~10x faster than torch's `max_pool2d_with_indices` on CPU.",
+    "- ReLU: the same convolutions, pooling (torch's) and linear layer with ReLUs, on T*B folded.",
+    "- snnTorch: `Leaky(reset_delay=False)` stepped over T (it has no multi-step mode), synapses",
+    "  on T*B folded. Norse: `LIFBoxCell` (subtract reset) stepped over T, synapses folded; its",
+    "  leak v + dt/tau (x - v) takes the input scaled by dt/tau = 0.1 (same decay 0.9).",
+    "- Sinabs: `LIFSqueeze` (SingleSpike, norm_input=False) in a Sequential on (B*T, ...).",
+    "- SpikingJelly 2.0: `layer.*` and `LIFNode(decay_input=False, v_reset=None)` with",
+    "  `step_mode='m'`, its default CPU path.",
+    "",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", nargs=4, metavar=("LIB", "T", "B", "REPEATS"))
     parser.add_argument("--memory", action="store_true", help="worker: measure memory")
     parser.add_argument("--libraries", nargs="+", default=list(LIBRARIES))
+    parser.add_argument(
+        "--table-only", action="store_true", help="rewrite the table from --results, run nothing"
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument(
         "--results", type=Path, default=Path("/tmp/eventsnn_train_step.json"),
@@ -347,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     loads: list[float] = saved.get("loads", [])
     for case, (steps, batch, repeats) in CASES.items():
         results.setdefault(case, {})
-        for library in args.libraries:
+        for library in [] if args.table_only else args.libraries:
             loads.append(busy_cpus())
             results[case][library] = run_case(library, steps, batch, repeats)
             print(case, library, results[case][library], flush=True)
