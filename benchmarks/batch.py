@@ -252,8 +252,8 @@ of one window, so memory stays flat.
 Reading the table: the issue's target (>= 5x the obvious way) is **not met** on this machine.
 Both ways run the same network on the same windows, and that inference is the floor: about
 1.5 ms a window batched 32 at a time against 2.9 ms one window at a time (one torch thread).
-The obvious way loses on tonic's ToFrame (per-window, ~10x slower than ours on 30k-event
-windows) and on per-call overhead, which gives 2x on long recordings. On 100 small recordings
+The obvious way loses on tonic's ToFrame (~20x slower than ours on 34x34, see
+encoding.md) and on per-call overhead, which gives 2x on long recordings. On 100 small recordings
 the job is a few hundred milliseconds either way and our per-recording bookkeeping (checksum,
 one crash-safe part file per recording, the merge) costs about as much as the model. Two
 processes raise the steady-state rate (*M ev/s predict*) but the second rank's start-up
