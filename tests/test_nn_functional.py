@@ -196,3 +196,17 @@ def test_fused_kernel_uses_the_same_surrogate_derivative(name):
         )
         grads.append(torch.autograd.grad(s.sum(), x)[0])
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-12)
+
+
+def test_kernels_split_over_threads_give_the_same_result(monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # enables the thread split
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    config = NeuronConfig()
+    x = (torch.rand(5, 4, 9000) * 1.5).requires_grad_()
+    state = zero_state((4, 9000), x, False, False)
+    s1, u1, _ = neuron_loop(x, state, torch.tensor(0.9), None, config)
+    s2, u2, _ = kernels.fused_sequence(x, state, torch.tensor(0.9), None, config)
+    assert torch.equal(s1, s2) and torch.equal(u1, u2)
+    g1 = torch.autograd.grad(s1.sum() + u1.sum(), x)[0]
+    g2 = torch.autograd.grad(s2.sum() + u2.sum(), x)[0]
+    torch.testing.assert_close(g1, g2)
