@@ -14,6 +14,7 @@ reset through /proc/self/clear_refs) during one step. Writes benchmarks/train_st
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -271,8 +272,8 @@ def table(results: dict[str, dict[str, dict[str, float]]], loads: list[float]) -
     versions = {}
     for name in ("torch", "snntorch", "sinabs", "norse", "spikingjelly", "numba"):
         try:
-            versions[name] = __import__(name).__version__
-        except (ImportError, AttributeError):
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
             versions[name] = "?"
     lines = [
         "# Training step and inference: eventsnn vs snnTorch, Sinabs, Norse, SpikingJelly",
@@ -327,12 +328,22 @@ def table(results: dict[str, dict[str, dict[str, float]]], loads: list[float]) -
 
 
 NOTES = [
+    "## Caveat",
+    "",
+    "The 2 cores were shared with other engineers' jobs. Repeated runs of one library moved by",
+    "up to 2x (SpikingJelly's T=16 training step: 94 ms in one full run, 197 ms in the next; the",
+    "ReLU network: 64 to 97 ms), so the ratios above carry that uncertainty; rows of one case",
+    "were measured one after the other within a few minutes.",
+    "",
     "## How the versions are built",
     "",
     "- eventsnn: `eventsnn.nn.build`; each neuron layer is one autograd node whose forward and",
-    "  backward are numba kernels over all T steps (vectorised, one kernel per neuron config,",
-    "  split over `torch.get_num_threads()` threads); the membrane is written over the conv",
-    "  output it came from (no extra buffer); 2x2 max pooling is a numba kernel that keeps no",
+    "  backward are numba kernels over all T steps (vectorised, one kernel per neuron config, on",
+    "  the calling thread: torch's OpenMP workers spin after each op and slowed a 2-thread split",
+    "  by 1.3x; with OMP_WAIT_POLICY=PASSIVE the kernels split over torch's thread count and a",
+    "  T=16 training step measured 69 ms against the ReLU network's 91 ms in the same process);",
+    "  the membrane is written over the conv output it came from (no extra buffer); 2x2 max",
+    "  pooling is a numba kernel that keeps no",
     "  int64 indices and is ~10x faster than torch's `max_pool2d_with_indices` on CPU.",
     "- ReLU: the same convolutions, pooling (torch's) and linear layer with ReLUs, on T*B folded.",
     "- snnTorch: `Leaky(reset_delay=False)` stepped over T (it has no multi-step mode), synapses",
@@ -351,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", nargs=4, metavar=("LIB", "T", "B", "REPEATS"))
     parser.add_argument("--memory", action="store_true", help="worker: measure memory")
     parser.add_argument("--libraries", nargs="+", default=list(LIBRARIES))
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument(
         "--table-only", action="store_true", help="rewrite the table from --results, run nothing"
     )
@@ -369,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     loads: list[float] = saved.get("loads", [])
     for case, (steps, batch, repeats) in CASES.items():
         results.setdefault(case, {})
-        for library in [] if args.table_only else args.libraries:
+        run_now = not args.table_only and case in args.cases
+        for library in args.libraries if run_now else []:
             loads.append(busy_cpus())
             results[case][library] = run_case(library, steps, batch, repeats)
             print(case, library, results[case][library], flush=True)
