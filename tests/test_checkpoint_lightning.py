@@ -314,7 +314,6 @@ def fit_classifier(root, max_epochs, ckpt_path=None):
     spec = [{"conv": {"out": 4, "kernel": 3}}, {"lif": {"beta": 0.9}}, {"maxpool": 2}, "flatten"]
     spec += [{"dropout": {"p": 0.2}}, {"linear": {"out": 3}}, {"lif": {"beta": 0.9}}]
     model = SpikingClassifier(spec, [2, 8, 8])
-    del model.hparams["optimizer"]  # a Python callable (the default Adam): not data
     gen = torch.Generator().manual_seed(5)
     x = (torch.rand(24, 6, 2, 8, 8, generator=gen) < 0.3).float()
     y = torch.randint(0, 3, (24,), generator=gen)

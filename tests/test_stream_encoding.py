@@ -69,7 +69,6 @@ def test_runner_from_a_checkpoint_takes_its_recipe(tmp_path):
     from eventsnn.streaming import StreamRunner
 
     model = SpikingClassifier([{"flatten": {}}, {"linear": {"out": 3}}, {"lif": {}}], [2, 8, 8])
-    del model.hparams["optimizer"]  # a default callable, which a checkpoint cannot hold
     save(model, tmp_path / "plain.h5", states=False)
     checkpoint = read_checkpoint(tmp_path / "plain.h5")
     checkpoint["datamodule_hyper_parameters"] = {

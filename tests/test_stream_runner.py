@@ -185,7 +185,6 @@ def classifiers():
     for readout in ("count", "max_membrane"):
         torch.manual_seed(1)
         model = SpikingClassifier(SPEC, [2, 34, 34], readout=readout)
-        del model.hparams["optimizer"]  # a default callable, which a checkpoint cannot hold
         with torch.no_grad():
             for parameter in model.parameters():
                 parameter.mul_(3.0)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
+from eventsnn.checkpoint import check_state_dict
 from eventsnn.data.errors import ConfigError
 from eventsnn.models.readout import READOUTS
 from eventsnn.nn import SpikingNeuron, build, detach_states, reset_states
@@ -25,6 +26,8 @@ from eventsnn.nn.analysis import Analyzer
 
 
 def _adam(params: Any) -> torch.optim.Optimizer:
+    """The optimizer when the recipe names none (kept out of the hyper-parameters: a function
+    cannot be stored in a pickle-free checkpoint)."""
     return torch.optim.Adam(params, lr=1e-3)
 
 
@@ -41,7 +44,7 @@ class SpikingClassifier(pl.LightningModule):
         network: list[Any],
         input_shape: list[int],
         readout: str = "count",
-        optimizer: OptimizerCallable = _adam,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         firing_rate_reg: float = 0.0,
         tbptt_steps: int | None = None,
@@ -65,7 +68,7 @@ class SpikingClassifier(pl.LightningModule):
         if firing_rate_reg:
             for i in neurons:
                 self.net[i].register_forward_hook(self._record_rate)
-        self.optimizer_factory = optimizer
+        self.optimizer_factory = optimizer or _adam
         self.scheduler_factory = lr_scheduler
         self.automatic_optimization = tbptt_steps is None
 
@@ -159,6 +162,12 @@ class SpikingClassifier(pl.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
         """Loss, accuracy and firing rates on the test split."""
         self._eval_step("test", batch)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse weights that do not fit before Lightning copies any: a bad resume leaves the
+        model as it was."""
+        source = (self._trainer.ckpt_path if self._trainer else None) or "checkpoint"
+        check_state_dict(self, checkpoint["state_dict"], source)
 
     def predict_step(self, batch: Sequence[torch.Tensor] | torch.Tensor, _: int) -> torch.Tensor:
         """Class probabilities (B, classes) of a batch (or of ``(x, y)`` batches)."""
