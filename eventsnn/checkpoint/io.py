@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 import eventsnn
+from eventsnn.atomic import written_atomically
 from eventsnn.checkpoint.errors import CheckpointError
 from eventsnn.checkpoint.format import read_tree, write_tree
 
@@ -36,20 +36,9 @@ DATAMODULE_HPARAMS_KEY = "datamodule_hyper_parameters"
 
 def write_checkpoint(path: str | os.PathLike, checkpoint: Mapping[str, Any]) -> None:
     """Write `checkpoint` to `path` atomically; on any error the previous file stays as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with h5py.File(tmp, "w-") as file:
-            _write_header(file, checkpoint)
-            write_tree(file.create_group(TREE_GROUP), checkpoint)
-        _fsync(tmp, os.O_RDONLY)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    with written_atomically(path) as tmp, h5py.File(tmp, "w-") as file:
+        _write_header(file, checkpoint)
+        write_tree(file.create_group(TREE_GROUP), checkpoint)
 
 
 def read_checkpoint(
@@ -117,11 +106,3 @@ def _check_header(file: h5py.File, path: Path) -> None:
         )
     if not isinstance(file.get(TREE_GROUP), h5py.Group):
         raise CheckpointError(f"{path}: group '/{TREE_GROUP}' is missing")
-
-
-def _fsync(path: str | os.PathLike, flags: int) -> None:
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

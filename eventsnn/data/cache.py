@@ -14,16 +14,16 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import types
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from eventsnn.atomic import written_atomically
 
 CACHE_FORMAT = 1
 """Bump when the cached file layout or the encoding of a description changes."""
@@ -82,7 +82,8 @@ class DiskCachedDataset(Dataset):
         key_file = self.folder / "key.json"
         if not key_file.exists():
             text = json.dumps(description, indent=1, sort_keys=True)
-            _write_atomically(key_file, lambda f: f.write(text.encode()))
+            with written_atomically(key_file, durable=False) as tmp:
+                tmp.write_text(text)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -97,17 +98,6 @@ class DiskCachedDataset(Dataset):
         data, target = self.dataset[index]
         data = data.numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
         target = np.asarray(target)
-        _write_atomically(path, lambda f: np.savez_compressed(f, data=data, target=target))
+        with written_atomically(path, durable=False) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, data=data, target=target)
         return data, target[()]
-
-
-def _write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """Let ``write`` fill a temporary file beside ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -17,6 +17,7 @@ from typing import Any
 
 import h5py
 
+from eventsnn.atomic import written_atomically
 from eventsnn.inference.results import (
     FORMAT,
     FORMAT_VERSION,
@@ -34,9 +35,9 @@ def merge(output: str | os.PathLike, metadata: Mapping[str, Any], complete: bool
     """
     output = Path(output)
     folder = parts_dir(output)
-    tmp = output.with_name(output.name + ".merge")
     parts = {path.stem: path for path in sorted(folder.glob("rank-*/*.h5"))}
-    with h5py.File(tmp, "w") as target:
+    # durable: the parts are deleted once the merged file is in place
+    with written_atomically(output) as tmp, h5py.File(tmp, "w") as target:
         recordings = target.create_group(RECORDINGS)
         runs = _copy_previous(output, recordings, keep_out=set(parts))
         for key, path in parts.items():
@@ -50,7 +51,6 @@ def merge(output: str | os.PathLike, metadata: Mapping[str, Any], complete: bool
             )
         target.attrs["runs"] = json.dumps([*runs, dict(metadata)])
         count = len(recordings)
-    os.replace(tmp, output)
     if complete:
         shutil.rmtree(folder, ignore_errors=True)
     for path in parts.values():

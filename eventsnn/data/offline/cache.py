@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from eventsnn.atomic import written_atomically
 from eventsnn.events.core import EVENT_DTYPE, EventsError, SensorSize
 
 CACHE_VERSION = 2
@@ -66,25 +66,18 @@ def write_cache(
     events = np.concatenate([np.asarray(r, dtype=EVENT_DTYPE) for r in generated.recordings])
     offsets = np.zeros(len(generated.recordings) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(r) for r in generated.recordings])
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".h5.tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            group = f.create_group("events")
-            for field in EVENT_DTYPE.names:
-                group.create_dataset(field, data=events[field])
-            f["offsets"] = offsets
-            f["labels"] = np.asarray(generated.labels, dtype=np.int64)
-            f["train"] = np.asarray(generated.train, dtype=bool)
-            f.attrs["sensor_size"] = np.asarray(sensor_size, dtype=np.int64)
-            f.attrs["classes"] = json.dumps(list(classes))
-            f.attrs["params"] = json.dumps(params, sort_keys=True)
-            f.attrs["cache_version"] = CACHE_VERSION
-            f.attrs["t_unit"] = "us"
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with written_atomically(path, durable=False) as tmp, h5py.File(tmp, "w") as f:
+        group = f.create_group("events")
+        for field in EVENT_DTYPE.names:
+            group.create_dataset(field, data=events[field])
+        f["offsets"] = offsets
+        f["labels"] = np.asarray(generated.labels, dtype=np.int64)
+        f["train"] = np.asarray(generated.train, dtype=bool)
+        f.attrs["sensor_size"] = np.asarray(sensor_size, dtype=np.int64)
+        f.attrs["classes"] = json.dumps(list(classes))
+        f.attrs["params"] = json.dumps(params, sort_keys=True)
+        f.attrs["cache_version"] = CACHE_VERSION
+        f.attrs["t_unit"] = "us"
 
 
 class CachedEventDataset:

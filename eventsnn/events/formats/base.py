@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,17 +48,6 @@ def library_errors(path: Path, what: str) -> Iterator[None]:
     except BaseException as error:  # faery's Rust panics derive from BaseException
         detail = " ".join(str(error).split()) or type(error).__name__
         raise EventsError(f"{path}: {what}: {detail}") from error
-
-
-@contextmanager
-def written_atomically(path: Path) -> Iterator[Path]:
-    """A temporary path to write; renamed to `path` on success, removed on failure."""
-    tmp = path.with_name(path.name + ".write")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def to_events(packet: np.ndarray, polarity: str = "p") -> np.ndarray:

@@ -25,13 +25,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from eventsnn.atomic import written_atomically
 from eventsnn.events.core import EVENT_DTYPE, EventsError, SensorSize, as_sensor_size
 from eventsnn.events.formats.base import (
     CHUNK_EVENTS,
     OpenedFile,
     index_range,
     library_errors,
-    written_atomically,
 )
 
 FORMAT_NAME = "eventsnn.events"
