@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv with the pinned CPU torch first, then the project and its dev extras.
-# Idempotent: re-runs only when pyproject.toml changed since the last successful install.
+# Idempotent: re-runs only when pyproject.toml or this script changed since the last good install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
@@ -12,14 +12,21 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+
+# pip install, quiet, without this machine's notes about absent local package folders;
+# fails when pip fails.
+pip_install() {
+  .venv/bin/python -m pip install -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }
+  return "${PIPESTATUS[0]}"
+}
+
+pip_install --upgrade pip
 # The pinned CPU build must come first: a bare "torch" requirement would pull a multi-GB CUDA build.
-.venv/bin/python -m pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+pip_install torch==2.13.0
+pip_install -e ".[dev]"
 # Test-only peers whose metadata demands torchvision/torchaudio (a second, CUDA torch) although
-# their neuron code never imports them: installed without dependencies, theirs listed by hand.
-.venv/bin/python -m pip install -q --no-deps norse==1.1.0 spikingjelly==2.0.0 2>&1 \
-  | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install -q loguru tqdm scipy 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import eventsnn, torch" # fail loudly if the install did not work
+# their neuron code never imports them: installed without dependencies, the ones used listed here.
+pip_install --no-deps norse==1.1.0 spikingjelly==2.0.0
+pip_install loguru tqdm scipy
+.venv/bin/python -c "import eventsnn, torch, norse.torch, spikingjelly.activation_based"
 echo "$want" > "$stamp"
