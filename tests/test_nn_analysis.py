@@ -63,3 +63,18 @@ def test_synops_match_sinabs_snn_analyzer():
     with Analyzer(ours_net) as stats:
         ours_net(x.transpose(0, 1))
     assert stats.synops()["total"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_fanout_and_synops_work_under_inference_mode():
+    """Lightning validates under inference mode; the fan-out's autograd must still run."""
+    layer = Conv2d(2, 3, 3, padding=1)
+    with torch.inference_mode():
+        inside = fanout_map(layer, (2, 5, 5))
+    assert torch.equal(inside, fanout_map(layer, (2, 5, 5)))
+    net = build([{"conv": {"out": 3, "kernel": 3}}, {"lif": {}}], (2, 6, 6))
+    x = (torch.rand(4, 2, 2, 6, 6) < 0.3).float()
+    with Analyzer(net) as plain:
+        net(x)
+    with torch.inference_mode(), Analyzer(net) as inference:
+        net(x)
+    assert inference.synops()["total"] == plain.synops()["total"] > 0

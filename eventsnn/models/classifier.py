@@ -147,10 +147,8 @@ class SpikingClassifier(pl.LightningModule):
 
     def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         x, y = batch
-        # nn.Analyzer derives conv fan-outs with autograd, which inference mode forbids: run the
-        # analysed forward with autograd on (on a clone: the batch may be an inference tensor).
-        with torch.inference_mode(False), torch.enable_grad(), Analyzer(self.net) as activity:
-            logits = self.logits(x.clone()).detach()
+        with Analyzer(self.net) as activity:
+            logits = self.logits(x)
         rates = {f"rate/{name}": rate for name, rate in activity.firing_rates().items()}
         synops = activity.synops()["total"]
         self._log_step(stage, self._loss(logits, y), logits, y, synops=synops, **rates)

@@ -22,10 +22,13 @@ def fanout_map(layer: nn.Module, step_shape: tuple[int, ...]) -> torch.Tensor:
     """How many targets each input position of one sample (step_shape) has in `layer`."""
     if isinstance(layer, nn.Linear):
         return torch.full(step_shape, float(layer.out_features))
-    x = torch.zeros((1, *step_shape), requires_grad=True)
-    ones = torch.ones_like(layer.weight)
-    out = F.conv2d(x, ones, None, layer.stride, layer.padding, layer.dilation, layer.groups)
-    (grad,) = torch.autograd.grad(out.sum(), x)
+    # the fan-out is the input gradient of a conv with all-ones weights: autograd must run even
+    # when called under no_grad or Lightning's inference mode (validation, test)
+    with torch.inference_mode(False), torch.enable_grad():
+        x = torch.zeros((1, *step_shape), requires_grad=True)
+        ones = torch.ones(layer.weight.shape)
+        out = F.conv2d(x, ones, None, layer.stride, layer.padding, layer.dilation, layer.groups)
+        (grad,) = torch.autograd.grad(out.sum(), x)
     return grad[0]
 
 
