@@ -23,12 +23,12 @@ from eventsnn.inference import iter_records, parts_dir
 from pipelines import batch
 
 ROOT = Path(__file__).parents[1]
-N_RECORDINGS = 30
+N_RECORDINGS = 50  # enough that a loaded machine still catches the run mid-way
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict[str, Path]:
-    """A checkpoint and 30 recordings of 20 windows each."""
+    """A checkpoint and N_RECORDINGS recordings of 20 windows each."""
     root = tmp_path_factory.mktemp("kill")
     folder = root / "recordings"
     folder.mkdir()
