@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -167,12 +166,3 @@ def test_transform_for_another_sensor_size_names_the_transform():
     frames = tonic_transforms.ToFrame(sensor_size=(128, 128, 2), n_time_bins=4)
     with pytest.raises(ConfigError, match=r"^data\.transform\[0\]\.sensor_size: \(128, 128, 2\)"):
         EventDataModule(dataset="NMNIST", transform=[frames])
-
-
-@pytest.mark.skipif(importlib.util.find_spec("aedat") is not None, reason="aedat is installed")
-def test_dataset_whose_reader_package_is_missing_says_what_to_install(tmp_path: Path):
-    sample = tmp_path / "CIFAR10DVS" / "airplane" / "cifar10_airplane_0.aedat4"
-    sample.parent.mkdir(parents=True)
-    sample.write_bytes(b"")
-    with pytest.raises(ConfigError, match=r"^data\.dataset: CIFAR10DVS needs the 'aedat' package"):
-        open_dataset("CIFAR10DVS", tmp_path, train=True)

@@ -8,7 +8,6 @@ that names the missing files, the download size and the ``data.download`` key.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,8 +50,6 @@ class TonicEntry:
     splits: tuple[str, ...]
     sample_glob: str
     download_size: str
-    reader_module: str | None = None
-    """An optional package tonic imports to read the files (e.g. ``aedat`` for AEDAT4)."""
 
     @property
     def cls(self) -> type:
@@ -82,12 +79,6 @@ class TonicEntry:
 
     def open(self, root: str | os.PathLike, train: bool, transform: Callable | None, **options):
         """The tonic dataset over the files present under ``root``."""
-        if self.reader_module and importlib.util.find_spec(self.reader_module) is None:
-            raise ConfigError(
-                "data.dataset",
-                f"{self.class_name} needs the {self.reader_module!r} package to read its files "
-                f"(pip install {self.reader_module})",
-            )
         dataset = self.cls.__new__(self.cls)
         if self.is_present(root, train):
             # tonic re-downloads unless both the archive and (for NMNIST) all 70k files are there:
@@ -145,7 +136,7 @@ DATASETS: dict[str, TonicEntry | OfflineEntry] = {
     ),
     "SHD": TonicEntry("SHD", ("shd_train.h5", "shd_test.h5"), "", "about 0.5 GB"),
     "POKERDVS": TonicEntry("POKERDVS", ("pips_train", "pips_test"), "*/*.npy", "about 1 MB"),
-    "CIFAR10DVS": TonicEntry("CIFAR10DVS", ("",), "*/*.aedat4", "about 6 GB", "aedat"),
+    "CIFAR10DVS": TonicEntry("CIFAR10DVS", ("",), "*/*.aedat4", "about 6 GB"),
 }
 """Every dataset a recipe can name, by the name tonic gives it."""
 
