@@ -8,6 +8,7 @@ from typing import Any
 
 from eventsnn.events import EventsError, read, summarize
 from eventsnn.events.formats import READ_FORMATS
+from pipelines.args import parse_sensor_size
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,8 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=READ_FORMATS, help="override the format of the suffix")
     parser.add_argument(
         "--sensor-size",
-        type=lambda s: tuple(int(v) for v in s.split(",")),
-        metavar="W,H,P",
+        type=parse_sensor_size,
+        metavar="WxHxP",
         help="sensor size for files that store none (otherwise inferred from coordinates)",
     )
     parser.add_argument(

@@ -22,17 +22,9 @@ from typing import Any
 
 from eventsnn.events import EventsError
 from eventsnn.streaming.packets import DECODERS
+from pipelines.args import parse_sensor_size
 
 USAGE_EXAMPLE = "eventsnn stream --checkpoint run/best.h5 --source udp://127.0.0.1:7777"
-
-
-def parse_sensor_size(text: str) -> tuple[int, int, int]:
-    """``WxHxP`` (or ``W,H,P``) -> (W, H, P)."""
-    parts = text.replace(",", "x").split("x")
-    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"sensor size {text!r} is not WxHxP, e.g. 34x34x2")
-    width, height, polarities = (int(p) for p in parts)
-    return width, height, polarities
 
 
 def _parser() -> argparse.ArgumentParser:

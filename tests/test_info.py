@@ -88,5 +88,10 @@ def test_info_with_a_given_sensor_size(tmp_path, capsys):
     path.write_text("10,1,2,1\n20,3,4,0\n")
     assert main(["info", "--sensor-size", "8,6,2", str(path)]) == 0
     assert "sensor size  8 x 6 x 2 (argument)" in capsys.readouterr().out
+    assert main(["info", "--sensor-size", "8x6x2", str(path)]) == 0  # as `eventsnn stream` takes it
+    assert "sensor size  8 x 6 x 2 (argument)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["info", "--sensor-size", "8x6", str(path)])
+    assert "sensor size '8x6' is not WxHxP" in capsys.readouterr().err
     assert main(["info", str(path)]) == 0
     assert "sensor size  4 x 5 x 2 (inferred from max coordinates)" in capsys.readouterr().out

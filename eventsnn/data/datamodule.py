@@ -174,6 +174,7 @@ class EventDataModule(pl.LightningDataModule):
             "dataset": hp.dataset,
             "version": self.entry.version(dataset),
             "split": split,
+            "length": len(dataset),  # files added later shift the indices: a new cache
             "options": describe(self.options),
             "transform": describe(self.transform),
         }
