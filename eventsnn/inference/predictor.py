@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from eventsnn.data.errors import ConfigError
 from eventsnn.nn import SpikingNeuron, reset_states
 
 
@@ -28,6 +29,12 @@ class WindowPredictor(pl.LightningModule):
         self.encode_only = encode_only
         self._spikes: list[torch.Tensor] = []
         neurons = [] if model is None else _spiking_layers(model)
+        if model is not None and not neurons:
+            raise ConfigError(
+                "checkpoint",
+                f"{type(model).__name__} has no eventsnn.nn spiking layer to read spike counts "
+                "and firing rates from (batch runs SpikingClassifier models and spiking networks)",
+            )
         self.layer_names = [name for name, _ in neurons]
         for _, module in neurons:
             module.register_forward_hook(self._keep_spikes)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
 from torch import nn
 
@@ -67,6 +68,11 @@ class ModelAdapter:
         self.classifier = isinstance(getattr(model, "net", None), nn.Module) and callable(
             getattr(model, "readout_fn", None)
         )
+        if not self.classifier and isinstance(model, pl.LightningModule):
+            raise StreamError(
+                f"{type(model).__name__} cannot be streamed: the runner reads out a "
+                "SpikingClassifier (net + readout) or a plain spiking network"
+            )
         self._spikes: torch.Tensor | None = None
         if self.classifier:
             model.net.register_forward_hook(self._keep_spikes)
