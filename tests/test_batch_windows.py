@@ -41,10 +41,15 @@ def expected_windows(n_or_t: np.ndarray, length: int, stride: int) -> list[np.nd
     return out
 
 
+BLOCKS = [2**20, 97]  # the whole recording in one block; windows across many small blocks
+
+
+@pytest.mark.parametrize("block", BLOCKS)
 @pytest.mark.parametrize(("length", "overlap"), [(1000, 0), (1000, 400), (3000, 2000), (700, 650)])
-def test_time_windows_equal_numpy_slices(recording, length, overlap):
+def test_time_windows_equal_numpy_slices(recording, length, overlap, block):
     events = read(recording).events
-    windows = list(iter_windows(recording, WindowConfig(duration_us=length, overlap=overlap)))
+    config = WindowConfig(duration_us=length, overlap=overlap)
+    windows = list(iter_windows(recording, config, block_events=block))
     expected = expected_windows(events["t"], length, length - overlap)
     assert len(windows) == len(expected)
     for window, truth in zip(windows, expected, strict=True):
@@ -54,8 +59,10 @@ def test_time_windows_equal_numpy_slices(recording, length, overlap):
         assert window.t_stop - window.t_start == length
 
 
-def test_time_windows_skip_the_gap(recording):
-    starts = [w.t_start for w in iter_windows(recording, WindowConfig(duration_us=1000))]
+@pytest.mark.parametrize("block", BLOCKS)
+def test_time_windows_skip_the_gap(recording, block):
+    config = WindowConfig(duration_us=1000)
+    starts = [w.t_start for w in iter_windows(recording, config, block_events=block)]
     first = read(recording).events["t"][0]
     assert all((s - first) % 1000 == 0 for s in starts)
     assert (
@@ -63,10 +70,25 @@ def test_time_windows_skip_the_gap(recording):
     )  # empty ones left out
 
 
+@pytest.mark.parametrize("block", [2**20, 7])
+def test_long_gap_gives_only_windows_with_events(tmp_path, block):
+    """20k overlapping windows span the 200 ms gap; only the ones holding events come out."""
+    t = np.r_[np.arange(0, 300, 10), np.arange(200_000, 200_300, 10)]
+    path = tmp_path / "gap.npy"
+    write(path, make_events(t % 16, t % 7, t, t % 2), SENSOR)
+    windows = list(iter_windows(path, WindowConfig(duration_us=20, overlap=10), block_events=block))
+    expected = expected_windows(t, 20, 10)
+    assert [w.first_event for w in windows] == [int(e[0]) for e in expected]
+    assert [len(w.events) for w in windows] == [len(e) for e in expected]
+    assert len(windows) < 70
+
+
+@pytest.mark.parametrize("block", BLOCKS)
 @pytest.mark.parametrize(("length", "overlap"), [(300, 0), (300, 100), (256, 255), (5000, 0)])
-def test_count_windows_equal_numpy_slices(recording, length, overlap):
+def test_count_windows_equal_numpy_slices(recording, length, overlap, block):
     events = read(recording).events
-    windows = list(iter_windows(recording, WindowConfig(n_events=length, overlap=overlap)))
+    config = WindowConfig(n_events=length, overlap=overlap)
+    windows = list(iter_windows(recording, config, block_events=block))
     expected = expected_windows(np.arange(len(events)), length, length - overlap)
     assert [w.first_event for w in windows] == [int(e[0]) for e in expected]
     for window, truth in zip(windows, expected, strict=True):
@@ -104,7 +126,8 @@ def streamed_peak(path, n: int) -> int:
     write(path, make_events(rng.integers(0, 16, n), rng.integers(0, 16, n), t, t % 2), SENSOR)
     del t
     tracemalloc.start()
-    count = sum(len(w.events) for w in iter_windows(path, WindowConfig(duration_us=100_000)))
+    windows = iter_windows(path, WindowConfig(duration_us=100_000), block_events=2**18)
+    count = sum(len(w.events) for w in windows)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert count == n
@@ -113,7 +136,7 @@ def streamed_peak(path, n: int) -> int:
 
 @pytest.mark.parametrize("suffix", [".npy", ".h5"])
 def test_memory_does_not_grow_with_the_recording(tmp_path, suffix):
-    """Peak memory is set by the reader's packets and the window, not by the file's length."""
+    """Peak memory is set by the reader's packets and the block, not by the file's length."""
     small = streamed_peak(tmp_path / f"small{suffix}", 2_000_000)
     large = streamed_peak(tmp_path / f"large{suffix}", 4_000_000)
     assert large < 1.2 * small + 2**20, (small, large)

@@ -6,8 +6,9 @@ same unit; window k starts k strides after the first event (time) or at event k 
 the recording has an event at or after its last microsecond; a count window when it holds
 `n_events`) except time windows without events; then the first incomplete window, if it holds
 events no earlier window held. So every event is in a window. The file is read with
-`eventsnn.events.iter_chunks` in chunks of one window length: at most about two windows of
-events are in memory, whatever the recording's length.
+`eventsnn.events.iter_chunks` in blocks of about a million events (or one window, if longer)
+and windows are views into the block: memory is set by the block, whatever the recording's
+length, and the per-window work is a few index look-ups.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from eventsnn.data.errors import ConfigError
 from eventsnn.events import empty_events, iter_chunks
+from eventsnn.events.formats.base import CHUNK_EVENTS
 
 
 @dataclass(frozen=True)
@@ -88,34 +90,66 @@ def iter_windows(
     path: str | os.PathLike,
     config: WindowConfig,
     sensor_size: Sequence[int] | None = None,
+    block_events: int = CHUNK_EVENTS,
 ) -> Iterator[Window]:
     """Stream the windows of the recording at `path` (see the module docstring).
 
     With `sensor_size`, a file that declares another size or holds events outside it raises
     `EventsError` naming the file (from `iter_chunks`).
     """
-    unit = {"duration_us": config.length} if config.by_time else {"n_events": config.length}
+    block = max(block_events, 1 if config.by_time else config.length)
     buffer = empty_events()  # events from the start of window k on
     base = k = covered = 0  # index of buffer[0] in the recording; next window; events windowed
     t0 = None
-    for chunk in iter_chunks(path, sensor_size=sensor_size, **unit):
+    for chunk in iter_chunks(path, sensor_size=sensor_size, n_events=block):
         if len(chunk) == 0:
             continue
         t0 = int(chunk["t"][0]) if t0 is None else t0
         buffer = np.concatenate((buffer, chunk)) if len(buffer) else chunk
-        while len(buffer):
-            k = _first_window_reaching(config, k, t0, int(buffer["t"][0]))
-            window = _complete_window(config, k, t0, buffer, base)
-            if window is None:
-                break
-            if len(window.events):
-                covered = window.first_event + len(window.events)
-                yield window
-            k += 1
-            drop = _start_in(config, k, t0, buffer, base)
-            buffer, base = buffer[drop:], base + drop
+        t = np.ascontiguousarray(buffer["t"])  # searchsorted would copy the strided field
+        indices, lows, highs, k = _complete_windows(config, k, t0, t, base)
+        for index, lo, hi in zip(indices.tolist(), lows.tolist(), highs.tolist(), strict=True):
+            covered = base + hi
+            yield Window(index, *_range(config, index, t0, t[lo:hi]), base + lo, buffer[lo:hi])
+        drop = _start_in(config, k, t0, t, base)
+        buffer, base = buffer[drop:].copy(), base + drop
+        del chunk, t  # only the copied tail outlives the block while the next one is read
     if t0 is not None and base + len(buffer) > covered:
-        yield Window(k, *_range(config, k, t0, buffer), base, buffer)
+        if config.by_time:
+            k = max(k, _first_window_reaching(config, t0, int(buffer["t"][0])))
+        yield Window(k, *_range(config, k, t0, buffer["t"]), base, buffer)
+
+
+Windows = tuple[np.ndarray, np.ndarray, np.ndarray, int]
+"""(window indices, first event, end event in the buffer) of the windows found, next window."""
+
+
+def _complete_windows(config: WindowConfig, k: int, t0: int, t: np.ndarray, base: int) -> Windows:
+    """The non-empty windows from window k on that the buffer (times `t`) holds whole."""
+    if config.by_time:
+        return _complete_time_windows(config, k, t0, t)
+    last = (base + len(t) - config.length) // config.stride  # last window with all its events
+    indices = np.arange(k, last + 1, dtype=np.int64)
+    lows = indices * config.stride - base
+    return indices, lows, lows + config.length, max(k, last + 1)
+
+
+def _complete_time_windows(config: WindowConfig, k: int, t0: int, t: np.ndarray) -> Windows:
+    """Time windows are complete when an event is at or after their last microsecond."""
+    length, stride = config.length, config.stride
+    last = (int(t[-1]) - length + 1 - t0) // stride
+    if last + 1 - k <= len(t):  # no long gap: try every window
+        indices = np.arange(k, last + 1, dtype=np.int64)
+    else:  # only the windows holding events, not the (many) empty ones of the gap
+        latest = (t - t0) // stride  # the last window each event is in
+        indices = latest[np.r_[True, latest[1:] != latest[:-1]]]
+        indices = np.unique((indices[:, None] - np.arange(-(-length // stride))).ravel())
+        indices = indices[(indices >= k) & (indices <= last)]
+    begins = t0 + indices * stride
+    lows = np.searchsorted(t, begins, side="left")
+    highs = np.searchsorted(t, begins + length, side="left")
+    keep = highs > lows
+    return indices[keep], lows[keep], highs[keep], max(k, last + 1)
 
 
 def _start(config: WindowConfig, k: int, t0: int) -> int:
@@ -123,39 +157,21 @@ def _start(config: WindowConfig, k: int, t0: int) -> int:
     return (t0 if config.by_time else 0) + k * config.stride
 
 
-def _first_window_reaching(config: WindowConfig, k: int, t0: int, t_first: int) -> int:
-    """Skip time windows that end before `t_first` (they are empty)."""
-    if not config.by_time or _start(config, k, t0) + config.length > t_first:
-        return k
-    return max(k, -(-(t_first - config.length + 1 - t0) // config.stride))
+def _first_window_reaching(config: WindowConfig, t0: int, t_first: int) -> int:
+    """The first time window that ends after `t_first` (those before it are empty)."""
+    return max(0, -(-(t_first - config.length + 1 - t0) // config.stride))
 
 
-def _complete_window(
-    config: WindowConfig, k: int, t0: int, buffer: np.ndarray, base: int
-) -> Window | None:
-    """Window k if the buffer (starting at the window) holds all of it, else None."""
-    start = _start(config, k, t0)
+def _start_in(config: WindowConfig, k: int, t0: int, t: np.ndarray, base: int) -> int:
+    """Index in the buffer (times `t`) of window k's first event."""
     if config.by_time:
-        if buffer["t"][-1] < start + config.length - 1:
-            return None
-        events = buffer[: np.searchsorted(buffer["t"], start + config.length, side="left")]
-    else:
-        if len(buffer) < config.length:
-            return None
-        events = buffer[: config.length]
-    return Window(k, *_range(config, k, t0, events), base, events)
+        return int(np.searchsorted(t, _start(config, k, t0), side="left"))
+    return min(len(t), _start(config, k, t0) - base)
 
 
-def _start_in(config: WindowConfig, k: int, t0: int, buffer: np.ndarray, base: int) -> int:
-    """Index in the buffer of window k's first event."""
-    if config.by_time:
-        return int(np.searchsorted(buffer["t"], _start(config, k, t0), side="left"))
-    return min(len(buffer), _start(config, k, t0) - base)
-
-
-def _range(config: WindowConfig, k: int, t0: int, events: np.ndarray) -> tuple[int, int]:
+def _range(config: WindowConfig, k: int, t0: int, t: np.ndarray) -> tuple[int, int]:
     """[t_start, t_stop) of a window: nominal for time windows, its events' for count windows."""
     if config.by_time:
         start = _start(config, k, t0)
         return start, start + config.length
-    return int(events["t"][0]), int(events["t"][-1]) + 1
+    return int(t[0]), int(t[-1]) + 1
