@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from eventsnn.learning import kernels
 from eventsnn.learning.errors import LearningError
 from eventsnn.learning.homeostasis import adaptive_threshold_window, normalize_weights
 from eventsnn.learning.inhibition import kwta, lateral_inhibition
@@ -98,8 +99,13 @@ class CompetitiveLayer(nn.Module):
         with torch.no_grad():
             weight = self.weight.to(spikes.dtype)
             gain = self.config.threshold / (self.config.threshold + self.theta.to(spikes.dtype))
-            current = sparse_linear(spikes, weight) * gain
-            out = self._run(current, gain)
+            if kernels.applies(spikes, weight):
+                out = kernels.competitive_window(
+                    spikes, weight, gain, beta=float(self.beta), threshold=self.config.threshold,
+                    low=self.config.threshold_low, inhibition=self.inhibition, winners=self.winners,
+                )  # fmt: skip
+            else:
+                out = self._run(sparse_linear(spikes, weight) * gain, gain)
             if self.training and self.adapt:
                 self.theta.copy_(
                     adaptive_threshold_window(
@@ -109,8 +115,9 @@ class CompetitiveLayer(nn.Module):
         return out
 
     def _run(self, current: Tensor, gain: Tensor) -> Tensor:
-        """The neuron loop: LIF steps on the (gain-scaled) input plus the inhibition of the step
-        before; inhibition spares the neuron that spiked."""
+        """The neuron loop in torch (any device; on CPU `kernels.competitive_window` runs it):
+        LIF steps on the (gain-scaled) input plus the inhibition of the step before; inhibition
+        spares the neuron that spiked."""
         state = zero_state(current.shape[1:], current, synaptic=False, adaptive=False)
         beta = self.beta.to(current.dtype)
         out = torch.empty_like(current)

@@ -19,13 +19,19 @@ def normalize_weights(weights: Tensor, total: float, order: int = 1) -> Tensor:
     """Scale each output neuron's incoming weights (dim 0 indexes neurons) to a norm of ``total``:
     their sum (``order=1``, Diehl & Cook) or their Euclidean norm (``order=2``, so that the input
     a neuron answers most is the one closest in angle to its weights). All-zero neurons stay."""
+    return weights * normalization_factors(weights, total, order)
+
+
+def normalization_factors(weights: Tensor, total: float, order: int = 1) -> Tensor:
+    """The per-neuron factors (shaped to broadcast over ``weights``) of `normalize_weights`, so
+    that a large weight can be scaled in place."""
     if total <= 0:
         raise LearningError(f"weight normalization total must be > 0, got {total}")
     if order not in (1, 2):
         raise LearningError(f"weight normalization order must be 1 or 2, got {order}")
     dims = tuple(range(1, weights.ndim))
     norms = weights.sum(dims, keepdim=True) if order == 1 else weights.norm(dim=dims, keepdim=True)
-    return weights * (total / norms.where(norms != 0, total))
+    return total / norms.where(norms != 0, total)
 
 
 def adaptive_threshold_window(

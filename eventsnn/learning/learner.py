@@ -20,10 +20,10 @@ import torch
 from torch import Tensor, nn
 
 from eventsnn.learning.errors import LearningError
-from eventsnn.learning.homeostasis import normalize_weights
+from eventsnn.learning.homeostasis import normalization_factors
 from eventsnn.learning.inhibition import channel_wta
 from eventsnn.learning.stdp import ConvGeometry, PairSTDP, Reduce, Rule
-from eventsnn.learning.traces import trace_decay, trace_sequence, traces_before
+from eventsnn.learning.traces import Traces, as_last, trace_decay, traces_before
 from eventsnn.nn.state import StateError, Stateful
 
 
@@ -104,7 +104,7 @@ class STDPLearner(Stateful, nn.Module):
         self._weights: dict[str, tuple[nn.Parameter, ConvGeometry | None]] = {}
         self._decays: dict[str, dict[str, float]] = {}
         self._captured: dict[str, tuple[Tensor, Tensor]] = {}
-        self._traces: dict[str, Tensor] = {}
+        self._traces: dict[str, Tensor | Traces] = {}
         for name, spec in self.plasticity.items():
             if name not in modules:
                 known = [n for n in modules if n]
@@ -161,13 +161,13 @@ class STDPLearner(Stateful, nn.Module):
             traces, before = {}, {}
             for trace, (side, _) in spec.rule.trace_taus().items():
                 decay, key = self._decays[name][trace], _state_key(name, trace)
-                initial = self._traces.get(key) if self.carry_traces else None
+                initial = as_last(self._traces.get(key)) if self.carry_traces else None
                 if initial is not None and initial.shape != spikes[side].shape[1:]:
                     initial = None  # another batch size: a new recording
-                traces[trace] = trace_sequence(spikes[side], decay, initial, spec.rule.trace_mode)
+                traces[trace] = Traces(spikes[side], decay, initial, spec.rule.trace_mode)
                 if spec.rule.reads_before:
-                    before[trace] = traces_before(traces[trace], initial, decay)
-                self._traces[key] = traces[trace][-1]
+                    before[trace] = traces_before(traces[trace].full, initial, decay)
+                self._traces[key] = traces[trace]  # its last step is computed only when read
             out[name] = spec.rule.update(
                 weight, spikes["pre"], spikes["post"], traces, before, conv, self.reduce
             )
@@ -185,7 +185,7 @@ class STDPLearner(Stateful, nn.Module):
             weight = self._weights[name][0]
             weight.clamp_(spec.w_min, spec.w_max)
             if spec.normalize is not None:
-                weight.copy_(normalize_weights(weight, spec.normalize))
+                weight.mul_(normalization_factors(weight, spec.normalize))
 
     def reset_state(self) -> None:
         """Forget the traces: the next window starts from zero traces."""
@@ -193,7 +193,7 @@ class STDPLearner(Stateful, nn.Module):
 
     def get_state(self) -> dict[str, Tensor]:
         """The traces at the end of the last window, keyed ``"<layer>:<trace>"``."""
-        return dict(self._traces)
+        return {key: as_last(traces) for key, traces in self._traces.items()}
 
     def set_state(self, state: dict[str, Tensor]) -> None:
         """Continue from traces returned by `get_state`."""

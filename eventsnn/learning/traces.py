@@ -10,11 +10,13 @@ neuron fires: the STDP window of the rules in :mod:`eventsnn.learning.stdp`.
 from __future__ import annotations
 
 import math
+from functools import cached_property
 from typing import Literal
 
 import torch
 from torch import Tensor
 
+from eventsnn.learning import kernels
 from eventsnn.learning.errors import LearningError
 from eventsnn.nn.functional import NeuronConfig, NeuronState, neuron_sequence
 
@@ -85,3 +87,60 @@ def traces_before(traces: Tensor, initial: Tensor | None, decay: float) -> Tenso
     """The traces just before each step's spikes, ``decay * x[t-1]``: what triplet terms read."""
     first = torch.zeros_like(traces[:1]) if initial is None else initial.to(traces.dtype)[None]
     return torch.cat([first, traces[:-1]]) * decay
+
+
+class Traces:
+    """The traces of a time-first spike train ``(T, B, ...)``, computed when read: the whole
+    sequence (`full`), or only some flat rows ``t * B + b`` (`rows`). STDP reads pre-synaptic
+    traces only where a post-synaptic neuron fired, a few of the T * B rows, so most of the
+    sequence never has to be stored."""
+
+    def __init__(
+        self,
+        spikes: Tensor,
+        decay: float,
+        initial: Tensor | None = None,
+        mode: TraceMode = "all_to_all",
+    ) -> None:
+        self.spikes, self.decay, self.initial, self.mode = (
+            spikes,
+            decay,
+            initial,
+            check_trace_mode(mode),
+        )
+
+    @property
+    def shape(self) -> torch.Size:
+        """The shape of the whole sequence (that of the spikes)."""
+        return self.spikes.shape
+
+    @cached_property
+    def full(self) -> Tensor:
+        """The traces after every step, as `trace_sequence` gives them."""
+        return trace_sequence(self.spikes, self.decay, self.initial, self.mode)
+
+    def rows(self, index: Tensor) -> Tensor:
+        """The traces at the flat rows ``index`` (t * B + b): ``(len(index), ...)``."""
+        steps, batch = self.spikes.shape[:2]
+        flat = self.spikes.reshape(steps, batch, -1)
+        if "full" in self.__dict__ or not kernels.applies(flat):
+            return self.full.flatten(0, 1)[index]
+        initial = None if self.initial is None else self.initial.to(flat.dtype)
+        found = kernels.trace_rows(flat, self.decay, initial, self.mode == "nearest", index)
+        return found.view(len(index), *self.spikes.shape[2:])
+
+    def last(self) -> Tensor:
+        """The traces after the last step ``(B, ...)``: where the next window starts from."""
+        steps, batch = self.spikes.shape[:2]
+        index = torch.arange(batch, device=self.spikes.device) + (steps - 1) * batch
+        return self.rows(index)
+
+
+def as_tensor(traces: Tensor | Traces) -> Tensor:
+    """The whole sequence of ``traces`` (a tensor is returned as it is)."""
+    return traces.full if isinstance(traces, Traces) else traces
+
+
+def as_last(traces: Tensor | Traces | None) -> Tensor | None:
+    """The traces after the last step of ``traces`` (a tensor is taken as that already)."""
+    return traces.last() if isinstance(traces, Traces) else traces

@@ -55,10 +55,10 @@ def config_code(cfg: NeuronConfig, synaptic: bool) -> int:
     return code
 
 
-_JIT = {"nogil": True, "cache": True, "error_model": "numpy"}
+JIT_OPTIONS = {"nogil": True, "cache": True, "error_model": "numpy"}
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **JIT_OPTIONS)
 def _surrogate(kind, p, z):
     if kind == 0:
         d = p * abs(z) + 1.0
@@ -77,15 +77,17 @@ def _surrogate(kind, p, z):
     return 1.0
 
 
-@njit(inline="always", **_JIT)
-def _spike(u, theta, multi, zero, one):
+@njit(inline="always", **JIT_OPTIONS)
+def spike_value(u, theta, multi, zero, one):
+    """One neuron's spike for membrane u: 1 if u >= theta (multi: floor(u/theta) spikes)."""
     if multi:
         return np.floor(u / theta) if u > zero else zero
     return one if u >= theta else zero
 
 
-@njit(inline="always", **_JIT)
-def _reset(u, s, amount, mode, zero, one):
+@njit(inline="always", **JIT_OPTIONS)
+def reset_value(u, s, amount, mode, zero, one):
+    """Membrane after a spike s: minus amount (mode 0), zero (mode 1) or unchanged (mode 2)."""
     if mode == 0:
         return u - amount * s
     if mode == 1:
@@ -93,23 +95,24 @@ def _reset(u, s, amount, mode, zero, one):
     return u
 
 
-@njit(inline="always", **_JIT)
-def _clamp(v, low, has_low, zero):
+@njit(inline="always", **JIT_OPTIONS)
+def clamp_low(v, low, has_low, zero):
+    """The membrane held at or above ``low`` when there is a lower bound."""
     if has_low:
         return max(v - low, zero) + low
     return v
 
 
-@njit(inline="always", **_JIT)
+@njit(inline="always", **JIT_OPTIONS)
 def _membrane_after(code, u, a_before, sc):  # pragma: no cover
     """The state v after a step, rebuilt from that step's membrane u and prior adaptation."""
     if code & _DELAY:
         return u
     theta = sc[_THR] + sc[_SCALE] * a_before if code & _ADAPT else sc[_THR]
     amount = sc[_AMOUNT] if code & _HAS_AMOUNT else theta
-    s = _spike(u, theta, code & _MULTI, sc[_ZERO], sc[_ONE])
-    pre = _reset(u, s, amount, code & 3, sc[_ZERO], sc[_ONE])
-    return _clamp(pre, sc[_LOW], code & _HAS_LOW, sc[_ZERO])
+    s = spike_value(u, theta, code & _MULTI, sc[_ZERO], sc[_ONE])
+    pre = reset_value(u, s, amount, code & 3, sc[_ZERO], sc[_ONE])
+    return clamp_low(pre, sc[_LOW], code & _HAS_LOW, sc[_ZERO])
 
 
 # The kernels work on flat (T, N) sequences and (N,) states and decays (N = B * features) and
@@ -127,7 +130,7 @@ def _forward_kernel(code: int):
     )
     in_place = bool(code & _IN_PLACE)
 
-    @njit(**_JIT)
+    @njit(**JIT_OPTIONS)
     def forward(
         x, beta, alpha, sc, v, i, a, s_seq, u_seq, i_seq, a_seq, lo, hi
     ):  # pragma: no cover
@@ -158,8 +161,9 @@ def _forward_kernel(code: int):
                     vr[f] = uu
                 else:
                     uu = br[f] * vv + drive
-                    ss = _spike(uu, theta, multi, zero, one)
-                    vr[f] = _clamp(_reset(uu, ss, amount, mode, zero, one), low, has_low, zero)
+                    ss = spike_value(uu, theta, multi, zero, one)
+                    reset = reset_value(uu, ss, amount, mode, zero, one)
+                    vr[f] = clamp_low(reset, low, has_low, zero)
                 if adapt:
                     ar[f] = rho * ar[f] + ss
                 u_out[f] = uu
@@ -182,7 +186,7 @@ def _backward_kernel(code: int):
     need_beta, need_alpha = bool(code & _NEED_BETA), bool(code & _NEED_ALPHA)
     need_prev = need_beta or (delay and not detach)
 
-    @njit(**_JIT)
+    @njit(**JIT_OPTIONS)
     def backward(
         gs_seq, gu_seq, u_seq, i_seq, a_seq, v0, i0, beta, alpha, sc,
         gx_seq, gv, gi, ga, gbeta, galpha, lo, hi,
@@ -210,7 +214,7 @@ def _backward_kernel(code: int):
                 theta = thr + scale * a_now[f] if adapt else thr
                 amount = fixed_amount if has_amount else theta
                 sg = _surrogate(kind, sparam, uu - theta)
-                ss = _spike(uu, theta, multi, zero, one)
+                ss = spike_value(uu, theta, multi, zero, one)
                 gs_tot = gs[f] if has_gs else zero
                 if adapt:
                     gs_tot += gar[f]
@@ -227,7 +231,7 @@ def _backward_kernel(code: int):
                     gu = g + gs_tot * sg
                 else:
                     if has_low:
-                        pre = _reset(uu, ss, amount, mode, zero, one)
+                        pre = reset_value(uu, ss, amount, mode, zero, one)
                         g = g if pre - low > zero else zero
                     if mode == 0:
                         gu = g
@@ -287,7 +291,7 @@ def _helper_threads() -> int:
     return 1
 
 
-def _run(kernel, args: tuple, n: int, grain: int = 4096) -> None:
+def run_in_parts(kernel, args: tuple, n: int, grain: int = 4096) -> None:
     """kernel(*args, lo, hi) over 0..n in up to `_helper_threads()` parts of >= grain items
     each, in threads (the kernels drop the GIL)."""
     args = tuple(a.detach().numpy() if isinstance(a, torch.Tensor) else a for a in args)
@@ -329,7 +333,7 @@ class _FusedNeuron(torch.autograd.Function):
         s, u = torch.empty_like(x2), x2 if in_place else torch.empty_like(x2)
         i_seq, a_seq = trace(alpha is not None), trace(cfg.adaptive)
         beta_n, alpha_n = _per_element(beta, step_shape, x), _per_element(alpha, step_shape, x)
-        _run(
+        run_in_parts(
             _forward_kernel(code & _FORWARD_BITS),
             (x2, beta_n, alpha_n, sc, v, i, a, s, u, i_seq, a_seq),
             n,
@@ -374,7 +378,7 @@ class _FusedNeuron(torch.autograd.Function):
         gbeta, galpha = u.new_zeros(n if need_beta else 0), u.new_zeros(n if need_alpha else 0)
         beta_n, alpha_n = _per_element(beta, step_shape, u), _per_element(alpha, step_shape, u)
         args = (seq(g_s), seq(g_u), u, i_seq, a_seq, v0, ctx.i0, beta_n, alpha_n, ctx.sc)
-        _run(_backward_kernel(code), (*args, gx, gv, gi, ga, gbeta, galpha), n)
+        run_in_parts(_backward_kernel(code), (*args, gx, gv, gi, ga, gbeta, galpha), n)
 
         def param_grad(acc: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
             return acc.view(step_shape).sum_to_size(p.shape).to(p.dtype)
@@ -415,7 +419,7 @@ def fused_sequence(
     return s, u, NeuronState(v, i if alpha is not None else None, a if cfg.adaptive else None)
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def _pool2x2_forward(x, out, lo, hi):  # pragma: no cover
     """Planes lo..hi of x (P, H, W): maxima of the 2x2 windows (stride 2) into out."""
     _, oh, ow = out.shape
@@ -427,7 +431,7 @@ def _pool2x2_forward(x, out, lo, hi):  # pragma: no cover
                 o[j] = max(max(r0[2 * j], r0[2 * j + 1]), max(r1[2 * j], r1[2 * j + 1]))
 
 
-@njit(**_JIT)
+@njit(**JIT_OPTIONS)
 def _pool2x2_backward(x, g, gx, lo, hi):  # pragma: no cover
     """Each window's gradient to its first maximum in row-major order (as torch), 0 elsewhere."""
     _, oh, ow = g.shape
@@ -460,7 +464,7 @@ class _MaxPool2x2(torch.autograd.Function):
         h, w = x.shape[-2:]
         planes = x.detach().contiguous().view(-1, h, w)
         out = planes.new_empty((planes.shape[0], h // 2, w // 2))
-        _run(_pool2x2_forward, (planes, out), planes.shape[0], grain=64)
+        run_in_parts(_pool2x2_forward, (planes, out), planes.shape[0], grain=64)
         ctx.save_for_backward(planes)
         ctx.in_shape = x.shape
         return out.view(*x.shape[:-2], h // 2, w // 2)
@@ -470,7 +474,7 @@ class _MaxPool2x2(torch.autograd.Function):
         (planes,) = ctx.saved_tensors
         g = grad.contiguous().view(planes.shape[0], *grad.shape[-2:])
         gx = torch.empty_like(planes)
-        _run(_pool2x2_backward, (planes, g, gx), planes.shape[0], grain=64)
+        run_in_parts(_pool2x2_backward, (planes, g, gx), planes.shape[0], grain=64)
         return gx.view(ctx.in_shape)
 
 

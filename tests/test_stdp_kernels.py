@@ -1,0 +1,111 @@
+"""The fused STDP kernels against the torch code they replace on CPU: same spikes, same traces,
+same updates."""
+
+import pytest
+import torch
+
+from eventsnn.learning import kernels
+from eventsnn.learning.competitive import CompetitiveLayer, sparse_linear
+from eventsnn.learning.stdp import DiehlCookSTDP, PairSTDP, correlate
+from eventsnn.learning.traces import Traces, trace_sequence
+
+
+def spikes(*shape: int, seed: int = 0, p: float = 0.1) -> torch.Tensor:
+    return (torch.rand(*shape, generator=torch.Generator().manual_seed(seed)) < p).float()
+
+
+def torch_window(layer: CompetitiveLayer, x: torch.Tensor) -> torch.Tensor:
+    """The layer's torch path (what runs off CPU) on the same input."""
+    gain = layer.config.threshold / (layer.config.threshold + layer.theta.to(x.dtype))
+    with torch.no_grad():
+        return layer._run(sparse_linear(x, layer.weight.to(x.dtype)) * gain, gain)
+
+
+@pytest.mark.parametrize(
+    ("winners", "v_min", "dtype", "scale"),
+    [
+        (1, -5.0, torch.float32, 1.0),
+        (None, None, torch.float32, 1.0),
+        (3, None, torch.float64, 1.0),
+        (2, -1.0, torch.float32, 2.0),  # counts, not only 0/1 spikes
+    ],
+)
+def test_competitive_window_spikes_equal_the_torch_loop(winners, v_min, dtype, scale):
+    torch.manual_seed(1)
+    layer = CompetitiveLayer(
+        300, 40, beta=0.95, threshold=4.0, inhibition=2.0, winners=winners, v_min=v_min
+    )
+    layer.theta.uniform_(0.0, 2.0)
+    x = (spikes(50, 6, 300, p=0.08) * scale).to(dtype)
+    expected = torch_window(layer, x)
+    gain = layer.config.threshold / (layer.config.threshold + layer.theta.to(dtype))
+    got = kernels.competitive_window(
+        x, layer.weight.to(dtype), gain, beta=0.95, threshold=4.0, low=v_min, inhibition=2.0,
+        winners=winners,
+    )  # fmt: skip
+    assert expected.sum() > 20  # the comparison covers real activity
+    assert torch.equal(got, expected)
+    if winners is not None:
+        assert got.sum(-1).max() <= winners
+
+
+def test_layer_uses_the_kernel_on_cpu_and_adapts_theta_alike():
+    torch.manual_seed(2)
+    layer = CompetitiveLayer(200, 30, threshold=3.0, inhibition=1.0, winners=1, theta_plus=0.5)
+    x = spikes(40, 4, 200, seed=3)
+    expected = torch_window(layer, x)
+    theta_before = layer.theta.clone()
+    out = layer.train()(x)
+    assert torch.equal(out, expected)
+    counts = out.sum((0, 1))
+    torch.testing.assert_close(layer.theta, theta_before * layer.theta_decay**40 + 0.5 * counts / 4)
+
+
+def test_sparse_rows_matmul_equals_the_dense_product():
+    x = spikes(500, 700, p=0.05) * torch.rand(500, 700)
+    x[3] = 0  # an empty row
+    weight = torch.randn(33, 700)
+    torch.testing.assert_close(kernels.sparse_rows_matmul(x, weight), x @ weight.t())
+
+
+def test_active_inputs_lists_each_rows_nonzero_columns():
+    x = torch.tensor([[0.0, 1.0, 0.0, 2.0], [0.0, 0.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0]])
+    starts, indices = kernels.active_inputs(x)
+    assert starts.tolist() == [0, 2, 2, 3]
+    assert indices[:3].tolist() == [1, 3, 0]
+
+
+@pytest.mark.parametrize("mode", ["all_to_all", "nearest"])
+@pytest.mark.parametrize("with_initial", [False, True])
+def test_trace_rows_equal_the_whole_sequence_at_those_rows(mode, with_initial):
+    x = spikes(30, 5, 4, 6, seed=4, p=0.2)
+    initial = torch.rand(5, 4, 6) if with_initial else None
+    full = trace_sequence(x, 0.8, initial, mode)
+    rows = torch.tensor([149, 0, 7, 77, 78, 12, 7])  # any order, repeats, first and last rows
+    lazy = Traces(x, 0.8, initial, mode)
+    assert torch.equal(lazy.rows(rows), full.flatten(0, 1)[rows])
+    assert torch.equal(lazy.last(), full[-1])
+
+
+@pytest.mark.parametrize("rule", [DiehlCookSTDP(eta_post=0.1, x_tar=0.3), PairSTDP()])
+def test_sparse_correlation_with_lazy_traces_equals_the_dense_product(rule):
+    pre = spikes(60, 4, 50, seed=5, p=0.2)
+    post = torch.zeros(60, 4, 10)
+    post[torch.randint(0, 60, (25,)), torch.randint(0, 4, (25,)), torch.randint(0, 10, (25,))] = 1
+    weights = torch.rand(10, 50)
+    traces = {name: trace_sequence(x, 0.9) for name, x in (("pre", pre), ("post", post))}
+    lazy = {name: Traces(x, 0.9) for name, x in (("pre", pre), ("post", post))}
+    traces = {k: v for k, v in traces.items() if k in rule.trace_taus()}
+    lazy = {k: v for k, v in lazy.items() if k in rule.trace_taus()}
+    dense = rule.update(weights, pre, post, traces, {}, None, "sum")
+    sparse = rule.update(weights, pre, post, lazy, {}, None, "sum")
+    by_hand = torch.einsum("tbo,tbi->oi", post, traces["pre"] - getattr(rule, "x_tar", 0.0))
+    torch.testing.assert_close(sparse, dense)
+    if isinstance(rule, DiehlCookSTDP):
+        torch.testing.assert_close(sparse, 0.1 * by_hand)
+
+
+def test_correlate_uses_the_product_for_dense_post_terms():
+    pre, post = torch.rand(20, 3, 8), torch.rand(20, 3, 5)  # every term non-zero
+    expected = torch.einsum("tbo,tbi->oi", post, trace_sequence(pre, 0.5)) / 3
+    torch.testing.assert_close(correlate(post, Traces(pre, 0.5), (5, 8)), expected)
