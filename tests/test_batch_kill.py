@@ -50,10 +50,12 @@ def finished_parts(output: Path) -> list[Path]:
     return list(parts_dir(output).glob("rank-*/*.h5"))
 
 
-def start_and_stop(setup: dict[str, Path], output: Path, sig: int) -> subprocess.CompletedProcess:
-    """Start the command, wait for 3 finished recordings, send `sig`, wait for the end."""
+def start_and_stop(
+    setup: dict[str, Path], output: Path, sig: int, *extra: str
+) -> subprocess.CompletedProcess:
+    """Start the command, wait for 3 committed part files, send `sig`, wait for the end."""
     process = subprocess.Popen(
-        command(setup, output), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        command(setup, output, *extra), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     deadline = time.monotonic() + 120
     while len(finished_parts(output)) < 3 and process.poll() is None:
@@ -77,9 +79,10 @@ def assert_resumes(setup: dict[str, Path], output: Path, done_before: int, capsy
 
 
 @pytest.mark.slow
-def test_sigkill_loses_nothing_finished(setup, capsys):
-    output = setup["root"] / "killed.h5"
-    result = start_and_stop(setup, output, signal.SIGKILL)
+@pytest.mark.parametrize("batch_size", ["1", "45"])  # one recording a commit; two or three
+def test_sigkill_loses_nothing_finished(setup, capsys, batch_size):
+    output = setup["root"] / f"killed-{batch_size}.h5"
+    result = start_and_stop(setup, output, signal.SIGKILL, "--batch-size", batch_size)
     assert result.returncode == -signal.SIGKILL
     finished = list(iter_records(output))  # every finished part is a readable file
     assert 3 <= len(finished) < N_RECORDINGS

@@ -12,21 +12,30 @@ from eventsnn.data.errors import ConfigError
 from eventsnn.encoding.transforms import Denoise, ToFrame
 from eventsnn.inference import completed, data_recipe, iter_records, merge, parts_dir
 from eventsnn.inference.recipe import build_transforms, training_window
-from eventsnn.inference.results import RecordingPart, recording_key
+from eventsnn.inference.results import RecordingPart, commit_parts, recording_key
 from eventsnn.inference.windows import WindowConfig
 
 
-def finished_part(
+def part_with_rows(
     output, path: str, probabilities: list[list[float]], sha: str = "abc", flush_bytes: int = 2**24
-) -> None:
-    """A part for `path` with one window per probability row, appended in two batches."""
+) -> tuple[RecordingPart, bool]:
+    """A finished part for `path`, one window per probability row appended in two batches, and
+    whether finishing committed it (rows streamed to its own file)."""
     folder = parts_dir(output) / "rank-0"
     folder.mkdir(parents=True, exist_ok=True)
     part = RecordingPart(folder, path, flush_bytes=flush_bytes)
     rows = np.array(probabilities, dtype=np.float32)
     for half in (rows[:1], rows[1:]):
         part.append({"probabilities": half, "predicted": half.argmax(-1), "t_start": half[:, 0]})
-    part.finish({"path": path, "sha256": sha, "size": 10, "n_events": 5, "error": ""}, ["1_lif"])
+    record = {"path": path, "sha256": sha, "size": 10, "n_events": 5, "error": ""}
+    return part, part.finish(record, ["1_lif"])
+
+
+def finished_part(output, path: str, probabilities: list[list[float]], **options) -> None:
+    """`part_with_rows`, committed on its own."""
+    part, committed = part_with_rows(output, path, probabilities, **options)
+    if not committed:
+        commit_parts(part.folder, [part])
 
 
 @pytest.mark.parametrize("flush_bytes", [0, 2**24])  # rows streamed to disk, or buffered
@@ -37,23 +46,79 @@ def test_part_whole_recording_predictions_by_mean_and_majority(tmp_path, flush_b
     )
     (part,) = parts_dir(output).glob("rank-0/*.h5")
     with h5py.File(part, "r") as file:
-        group = file["recording"]
+        group = file["recordings"][recording_key("/data/a.npy")]
         np.testing.assert_allclose(group["probabilities"][:], [[0.6, 0.4], [0.6, 0.4], [0, 1]])
         np.testing.assert_allclose(group["mean_probabilities"][:], [0.4, 0.6])
         assert group.attrs["predicted"] == 1  # mean probability
         assert group.attrs["predicted_majority"] == 0  # two windows of three say 0
         assert group.attrs["status"] == "done"
-    assert part.stem == recording_key("/data/a.npy")
+    assert [p.name for p in parts_dir(output).glob("rank-0/.*")] == []  # no temporary left
 
 
 def test_unfinished_parts_do_not_count_as_done(tmp_path):
     output = tmp_path / "out.h5"
     finished_part(output, "/data/a.npy", [[1.0, 0.0], [1.0, 0.0]])
-    open_part = RecordingPart(parts_dir(output) / "rank-0", "/data/b.npy")
-    open_part.append({"predicted": np.array([1])})
+    open_part = RecordingPart(parts_dir(output) / "rank-0", "/data/b.npy", flush_bytes=0)
+    open_part.append({"predicted": np.array([1])})  # streamed to its own temporary file
+    assert open_part.spill_path.exists()
     assert completed(output) == {"/data/a.npy": "abc"}
     open_part.abandon()
-    assert not list(parts_dir(output).glob("rank-0/*.tmp-*"))
+    assert not open_part.spill_path.exists()
+
+
+def test_recordings_of_a_batch_are_committed_together_in_one_file(tmp_path):
+    output = tmp_path / "out.h5"
+    folder = parts_dir(output) / "rank-0"
+    folder.mkdir(parents=True)
+    parts = []
+    for i in range(3):
+        part = RecordingPart(folder, f"/data/{i}.npy")
+        part.append({"probabilities": np.eye(2, dtype=np.float32)[[i % 2]], "predicted": [i % 2]})
+        assert not part.finish({"sha256": f"s{i}", "n_events": 1, "error": ""}, ["1_lif"])
+        parts.append(part)
+    assert completed(output) == {}  # finished but not committed: not done yet
+    commit_parts(folder, parts)
+    assert len(list(folder.glob("*.h5"))) == 1
+    assert completed(output) == {f"/data/{i}.npy": f"s{i}" for i in range(3)}
+    assert {r["path"]: r["predicted"] for r in iter_records(output)} == {
+        "/data/0.npy": 0,
+        "/data/1.npy": 1,
+        "/data/2.npy": 0,
+    }
+
+
+@pytest.mark.parametrize("failing", [0, 1, 2])
+def test_a_commit_interrupted_at_any_recording_commits_none(tmp_path, failing, monkeypatch):
+    """A kill while a batch's part file is written leaves no part: none of it counts as done."""
+    output = tmp_path / "out.h5"
+    finished_part(output, "/data/before.npy", [[1.0, 0.0]])
+    folder = parts_dir(output) / "rank-0"
+    parts = [part_with_rows(output, f"/data/{i}.npy", [[1.0, 0.0]])[0] for i in range(3)]
+    write_into = RecordingPart.write_into
+
+    def interrupted(self, recordings):
+        if self is parts[failing]:
+            raise KeyboardInterrupt
+        write_into(self, recordings)
+
+    monkeypatch.setattr(RecordingPart, "write_into", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        commit_parts(folder, parts)
+    assert completed(output) == {"/data/before.npy": "abc"}
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []
+    (folder / ".left-by-sigkill.h5.tmp").write_bytes(b"half an HDF5 file")  # what a kill leaves
+    assert completed(output) == {"/data/before.npy": "abc"}
+    assert merge(output, {"mode": "predict"}) == 1
+
+
+def test_the_newest_part_of_a_recording_wins(tmp_path):
+    output = tmp_path / "out.h5"
+    finished_part(output, "/data/a.npy", [[1.0, 0.0]], sha="first")
+    finished_part(output, "/data/a.npy", [[0.0, 1.0]], sha="second")
+    assert completed(output) == {"/data/a.npy": "second"}
+    assert merge(output, {"mode": "predict"}) == 1
+    (record,) = iter_records(output)
+    assert record["sha256"] == "second" and record["predicted"] == 1
 
 
 def test_merge_keeps_old_results_and_prefers_newer_parts(tmp_path):

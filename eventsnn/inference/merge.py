@@ -2,8 +2,9 @@
 
 The new file is written beside the output and renamed over it, so the output is at every moment
 either the previous complete file or the new one; the merged parts are removed only afterwards
-(a recording found in both is taken from its part, the newer). After an interruption the merge
-takes the finished parts and leaves the others' unfinished ones alone.
+(a recording found in several is taken from its newest part, else from the previous file).
+After an interruption the merge takes the committed parts and leaves the others' unfinished
+ones alone.
 """
 
 from __future__ import annotations
@@ -18,13 +19,7 @@ from typing import Any
 import h5py
 
 from eventsnn.atomic import written_atomically
-from eventsnn.inference.results import (
-    FORMAT,
-    FORMAT_VERSION,
-    PART_GROUP,
-    RECORDINGS,
-    parts_dir,
-)
+from eventsnn.inference.results import FORMAT, FORMAT_VERSION, RECORDINGS, part_files, parts_dir
 
 
 def merge(output: str | os.PathLike, metadata: Mapping[str, Any], complete: bool = True) -> int:
@@ -34,15 +29,16 @@ def merge(output: str | os.PathLike, metadata: Mapping[str, Any], complete: bool
     killed runs included; otherwise only the merged parts are removed.
     """
     output = Path(output)
-    folder = parts_dir(output)
-    parts = {path.stem: path for path in sorted(folder.glob("rank-*/*.h5"))}
+    parts = part_files(output)
     # durable: the parts are deleted once the merged file is in place
     with written_atomically(output) as tmp, h5py.File(tmp, "w") as target:
         recordings = target.create_group(RECORDINGS)
-        runs = _copy_previous(output, recordings, keep_out=set(parts))
-        for key, path in parts.items():
+        for path in reversed(parts):  # newest first: a recording's newest result wins
             with h5py.File(path, "r") as part:
-                part.copy(part[PART_GROUP], recordings, name=key)
+                for key, group in part.get(RECORDINGS, {}).items():
+                    if key not in recordings:
+                        part.copy(group, recordings, name=key)
+        runs = _copy_previous(output, recordings)
         target.attrs["format"] = FORMAT
         target.attrs["format_version"] = FORMAT_VERSION
         for name, value in metadata.items():
@@ -52,18 +48,18 @@ def merge(output: str | os.PathLike, metadata: Mapping[str, Any], complete: bool
         target.attrs["runs"] = json.dumps([*runs, dict(metadata)])
         count = len(recordings)
     if complete:
-        shutil.rmtree(folder, ignore_errors=True)
-    for path in parts.values():
+        shutil.rmtree(parts_dir(output), ignore_errors=True)
+    for path in parts:
         path.unlink(missing_ok=True)
     return count
 
 
-def _copy_previous(output: Path, recordings: h5py.Group, keep_out: set[str]) -> list[Any]:
-    """Copy the old file's recordings (except `keep_out` keys); return its runs' metadata."""
+def _copy_previous(output: Path, recordings: h5py.Group) -> list[Any]:
+    """Copy the old file's recordings not in `recordings` yet; return its runs' metadata."""
     if not output.exists():
         return []
     with h5py.File(output, "r") as previous:
         for key, group in previous.get(RECORDINGS, {}).items():
-            if key not in keep_out:
+            if key not in recordings:
                 previous.copy(group, recordings, name=key)
         return json.loads(previous.attrs.get("runs", "[]"))

@@ -15,28 +15,34 @@ Final file (one per run, replaced atomically by the merge)::
         mean_probabilities (classes,)
         encoded (n, T, ...)                          (with --encode-only, instead of predictions)
 
-While running, each rank writes every recording into its own part file
-``<output>.parts/rank-<r>/<key>.h5`` (group ``/recording``, same layout): written to a temporary
-name and renamed when the recording is complete, so a killed run loses no finished recording
-and never leaves a half-written part where a finished one is expected.
+While running, each rank writes its finished recordings into part files
+``<output>.parts/rank-<r>/<time>-<pid>-<n>.h5`` (same ``/recordings/<key>`` layout): the
+recordings that finish in a batch are committed together, in one file written under a temporary
+name, fsynced and renamed into place, so a killed run loses no committed recording and never
+leaves a half-written part where a finished one is expected. A recording whose rows outgrow
+memory (encoded tensors of a long recording) streams them to a temporary file of its own, which
+becomes its part file when it finishes. Part names sort in commit order: the newest wins.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
+from eventsnn.atomic import written_atomically
+
 FORMAT = "eventsnn-batch-results"
 FORMAT_VERSION = 1
 RECORDINGS = "recordings"
-PART_GROUP = "recording"
 STATUS_DONE, STATUS_FAILED = "done", "failed"
 _RECORD_ATTRS = ("path", "size", "sha256", "status", "error", "n_events", "n_windows", "seconds")
 
@@ -59,15 +65,29 @@ def parts_dir(output: str | os.PathLike) -> Path:
 
 
 def iter_records(output: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Attributes of every finished recording in the final file and in leftover part files."""
+    """Attributes of every finished recording: the final file's, then the parts', oldest first."""
     output = Path(output)
     if output.exists():
         with h5py.File(output, "r") as file:
             for group in file.get(RECORDINGS, {}).values():
                 yield record_attrs(group)
-    for part in sorted(parts_dir(output).glob("rank-*/*.h5")):
+    for part in part_files(output):
         with h5py.File(part, "r") as file:
-            yield record_attrs(file[PART_GROUP])
+            for group in file.get(RECORDINGS, {}).values():
+                yield record_attrs(group)
+
+
+def part_files(output: str | os.PathLike) -> list[Path]:
+    """The committed part files of every rank, oldest first (names start with the time)."""
+    return sorted(parts_dir(output).glob("rank-*/*.h5"), key=lambda path: path.name)
+
+
+_sequence = itertools.count()
+
+
+def new_part_path(folder: Path) -> Path:
+    """A new part file name in `folder` that sorts after every earlier one (time, pid, count)."""
+    return folder / f"{time.time_ns():020d}-{os.getpid()}-{next(_sequence):06d}.h5"
 
 
 def completed(output: str | os.PathLike) -> dict[str, str]:
@@ -85,21 +105,25 @@ def _plain(value: Any) -> Any:
 
 
 class RecordingPart:
-    """One recording's part file while it is written: rows buffered per batch, then finished.
+    """One recording's window rows while it is processed, then its group in a part file.
 
-    Rows are kept in memory and written in one go when the recording finishes (one file write
-    per recording); past `flush_bytes` of buffered rows (encoded tensors of long recordings)
-    they go to resizable datasets as they come, so memory stays bounded.
+    Rows are kept in memory until the recording finishes and is committed with the others of
+    its batch (`commit_parts`); past `flush_bytes` of buffered rows (encoded tensors of long
+    recordings) they go to resizable datasets of a temporary file of its own, so memory stays
+    bounded, and that file becomes the recording's part file when it finishes.
     """
 
     def __init__(self, folder: Path, path: str, rank: int = 0, flush_bytes: int = 2**24) -> None:
-        self.final = folder / f"{recording_key(path)}.h5"
-        self.tmp = folder / f"{self.final.name}.tmp-{os.getpid()}"
+        self.folder = folder
+        self.key = recording_key(path)
         self.attrs: dict[str, Any] = {"path": path, "rank": rank}
         self.flush_bytes = flush_bytes
         self.buffered: dict[str, list[np.ndarray]] = {}
         self.buffered_bytes = 0
-        self.file: h5py.File | None = None
+        self.rows = 0
+        self.spill: h5py.File | None = None
+        self.spill_path = folder / f".{self.key}-{os.getpid()}.spill.tmp"
+        self.layer_names: list[str] = []
         self.probability_sum: np.ndarray | None = None
         self.votes: np.ndarray | None = None
 
@@ -112,7 +136,9 @@ class RecordingPart:
         if "probabilities" in columns:
             self._count(np.asarray(columns["probabilities"]), np.asarray(columns["predicted"]))
         if self.buffered_bytes > self.flush_bytes:
-            self._flush(resizable=True)
+            if self.spill is None:
+                self.spill = h5py.File(self.spill_path, "w")
+            _write_rows(self.spill.require_group(RECORDINGS).require_group(self.key), self)
 
     def _count(self, probabilities: np.ndarray, predicted: np.ndarray) -> None:
         """Running sums for the whole-recording mean probability and majority vote."""
@@ -121,58 +147,78 @@ class RecordingPart:
             self.votes = np.zeros(probabilities.shape[1], dtype=np.int64)
         self.probability_sum += probabilities.sum(axis=0)
         self.votes += np.bincount(predicted, minlength=len(self.votes))
+        self.rows += len(probabilities)
 
-    def _group(self) -> h5py.Group:
-        if self.file is None:
-            self.file = h5py.File(self.tmp, "w")
-            self.file.create_group(PART_GROUP)
-        return self.file[PART_GROUP]
+    def finish(self, record: Mapping[str, Any], layer_names: list[str]) -> bool:
+        """Take the recording's record; return whether it is committed already (own file).
 
-    def _flush(self, resizable: bool) -> None:
-        """Write the buffered rows: appended to resizable datasets, or as whole datasets."""
-        group = self._group()
-        for name, parts in self.buffered.items():
-            rows = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            if name not in group and not resizable:
-                group.create_dataset(name, data=rows)
-                continue
-            if name not in group:
-                row_bytes = max(1, rows[0].nbytes if len(rows) else 1)
-                group.create_dataset(
-                    name,
-                    shape=(0, *rows.shape[1:]),
-                    maxshape=(None, *rows.shape[1:]),
-                    dtype=rows.dtype,
-                    chunks=(max(1, min(1024, 2**20 // row_bytes)), *rows.shape[1:]),
-                )
-            dataset = group[name]
-            n = dataset.shape[0]
-            dataset.resize(n + len(rows), axis=0)
-            dataset[n:] = rows
-        self.buffered, self.buffered_bytes = {}, 0
-
-    def finish(self, record: Mapping[str, Any], layer_names: list[str]) -> None:
-        """Write the rows, the record and the whole-recording prediction; rename into place."""
-        self._flush(resizable=self.file is not None)
-        group = self._group()
+        A recording that streamed to its own file is written and renamed into place now; the
+        others wait for `commit_parts`.
+        """
         attrs = {"sha256": "", "size": -1, **self.attrs}
         attrs.update({key: record[key] for key in _RECORD_ATTRS if key in record})
         attrs["status"] = STATUS_FAILED if record.get("error") else STATUS_DONE
         attrs["error"] = record.get("error", "")
         attrs["predicted"] = attrs["predicted_majority"] = -1
         if self.probability_sum is not None:
-            mean = self.probability_sum / group["probabilities"].shape[0]
-            group.create_dataset("mean_probabilities", data=mean.astype(np.float32))
-            attrs["predicted"] = int(mean.argmax())
+            attrs["predicted"] = int(self.probability_sum.argmax())
             attrs["predicted_majority"] = int(self.votes.argmax())
+        self.attrs, self.layer_names = attrs, layer_names
+        if self.spill is None:
+            return False
+        self.write_into(self.spill[RECORDINGS])
+        self.spill.close()
+        with written_atomically(new_part_path(self.folder)) as tmp:
+            os.replace(self.spill_path, tmp)
+        return True
+
+    def write_into(self, recordings: h5py.Group) -> None:
+        """Write the recording's group (rows, whole-recording prediction, record) under it."""
+        group = recordings.require_group(self.key)
+        _write_rows(group, self)
+        if self.probability_sum is not None:
+            mean = self.probability_sum / max(self.rows, 1)
+            group.create_dataset("mean_probabilities", data=mean.astype(np.float32))
         if "firing_rates" in group:
-            group["firing_rates"].attrs["layer_names"] = json.dumps(layer_names)
-        group.attrs.update(attrs)
-        self.file.close()
-        os.replace(self.tmp, self.final)
+            group["firing_rates"].attrs["layer_names"] = json.dumps(self.layer_names)
+        group.attrs.update(self.attrs)
 
     def abandon(self) -> None:
-        """Close and remove an unfinished part (the recording will be redone)."""
-        if self.file is not None:
-            self.file.close()
-        self.tmp.unlink(missing_ok=True)
+        """Close and remove an unfinished recording's own file (the recording will be redone)."""
+        if self.spill is not None:
+            self.spill.close()
+        self.spill_path.unlink(missing_ok=True)
+
+
+def commit_parts(folder: Path, parts: Sequence[RecordingPart]) -> Path:
+    """Write finished recordings into one new part file: all of them or, if killed, none."""
+    path = new_part_path(folder)
+    with written_atomically(path) as tmp, h5py.File(tmp, "w") as file:
+        recordings = file.create_group(RECORDINGS)
+        for part in parts:
+            part.write_into(recordings)
+    return path
+
+
+def _write_rows(group: h5py.Group, part: RecordingPart) -> None:
+    """Write a part's buffered rows: whole datasets, or appended to resizable ones (spilled)."""
+    resizable = part.spill is not None
+    for name, chunks in part.buffered.items():
+        rows = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        if name not in group and not resizable:
+            group.create_dataset(name, data=rows)
+            continue
+        if name not in group:
+            row_bytes = max(1, rows[0].nbytes if len(rows) else 1)
+            group.create_dataset(
+                name,
+                shape=(0, *rows.shape[1:]),
+                maxshape=(None, *rows.shape[1:]),
+                dtype=rows.dtype,
+                chunks=(max(1, min(1024, 2**20 // row_bytes)), *rows.shape[1:]),
+            )
+        dataset = group[name]
+        n = dataset.shape[0]
+        dataset.resize(n + len(rows), axis=0)
+        dataset[n:] = rows
+    part.buffered, part.buffered_bytes = {}, 0

@@ -1,8 +1,9 @@
 """`ResultsWriter`: the prediction writer that stores each rank's results, then merges on rank 0.
 
-Every batch's window rows go to the part file of their recording (`RecordingPart`); when a
-recording's record arrives it is finished and renamed into place, so everything written survives
-a kill. At the end all ranks meet at a barrier and rank 0 merges the parts into the output file.
+Every batch's window rows go to their recording's `RecordingPart`; the recordings whose record
+arrives with the batch are committed together in one part file (one file write per batch, not per
+recording), so everything committed survives a kill; the progress bar counts committed ones.
+At the end all ranks meet at a barrier and rank 0 merges the parts into the output file.
 Rank 0 shows a progress bar over its recordings with windows and events per second.
 """
 
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 
 from eventsnn.inference.dataset import RecordingTask
 from eventsnn.inference.merge import merge
-from eventsnn.inference.results import RecordingPart, parts_dir
+from eventsnn.inference.results import RecordingPart, commit_parts, parts_dir
 
 OUTPUT_KEYS = ("probabilities", "predicted", "spike_counts", "firing_rates", "encoded")
 """Per-window outputs of `WindowPredictor` stored as datasets."""
@@ -84,10 +85,15 @@ class ResultsWriter(BasePredictionWriter):
             self._part(index).append(columns)
         self.windows_done += len(recordings)
         layer_names = list(getattr(pl_module, "layer_names", []))
+        finished = []
         for record in prediction["finished"]:
-            self._part(record["recording"]).finish(record, layer_names)
+            part = self._part(record["recording"])
             del self.open[record["recording"]]
+            if not part.finish(record, layer_names):
+                finished.append(part)
             self.events_done += int(record["n_events"])
+        if finished:
+            commit_parts(self.folder, finished)
         self._show(len(prediction["finished"]))
 
     def _part(self, index: int) -> RecordingPart:
