@@ -97,47 +97,104 @@ def iter_windows(
     With `sensor_size`, a file that declares another size or holds events outside it raises
     `EventsError` naming the file (from `iter_chunks`).
     """
+    cutter = _Cutter(config)
     block = max(block_events, 1 if config.by_time else config.length)
-    buffer = empty_events()  # events from the start of window k on
-    base = k = covered = 0  # index of buffer[0] in the recording; next window; events windowed
-    t0 = None
     for chunk in iter_chunks(path, sensor_size=sensor_size, n_events=block):
-        if len(chunk) == 0:
-            continue
-        t0 = int(chunk["t"][0]) if t0 is None else t0
-        buffer = np.concatenate((buffer, chunk)) if len(buffer) else chunk
-        t = np.ascontiguousarray(buffer["t"])  # searchsorted would copy the strided field
-        indices, lows, highs, k = _complete_windows(config, k, t0, t, base)
-        for index, lo, hi in zip(indices.tolist(), lows.tolist(), highs.tolist(), strict=True):
-            covered = base + hi
-            yield Window(index, *_range(config, index, t0, t[lo:hi]), base + lo, buffer[lo:hi])
-        drop = _start_in(config, k, t0, t, base)
-        buffer, base = buffer[drop:].copy(), base + drop
-        del chunk, t  # only the copied tail outlives the block while the next one is read
-    if t0 is not None and base + len(buffer) > covered:
+        if len(chunk):
+            yield from cutter.feed(chunk)
+    yield from cutter.close()
+
+
+class _Cutter:
+    """Cuts the blocks of one recording into windows, keeping the events of unfinished ones.
+
+    Windows are views into a block; only windows that straddle two blocks are copied (the
+    kept tail joined with the head of the next block), not the blocks themselves.
+    """
+
+    def __init__(self, config: WindowConfig) -> None:
+        self.config = config
+        self.tail = empty_events()  # events from the start of window k on
+        self.base = self.k = self.covered = 0  # index of tail[0]; next window; events windowed
+        self.t0: int | None = None
+
+    def feed(self, block: np.ndarray) -> Iterator[Window]:
+        """The windows completed by the next `block` of events."""
+        self.t0 = int(block["t"][0]) if self.t0 is None else self.t0
+        if len(self.tail):
+            head = self._head(block)
+            yield from self._cut(np.concatenate((self.tail, block[:head])))
+            if len(self.tail) <= head:  # what is left starts in the block: go on there, uncopied
+                block = block[head - len(self.tail) :]
+            else:  # the block ended inside the windows that started in the tail
+                block = np.concatenate((self.tail, block[head:]))
+        if len(block):
+            yield from self._cut(block)
+        self.tail = self.tail.copy()  # frees the block
+
+    def _head(self, block: np.ndarray) -> int:
+        """How many of the block's events complete the windows that start in the tail."""
+        config, stride = self.config, self.config.stride
         if config.by_time:
-            k = max(k, _first_window_reaching(config, t0, int(buffer["t"][0])))
-        yield Window(k, *_range(config, k, t0, buffer["t"]), base, buffer)
+            last = (int(self.tail["t"][-1]) - self.t0) // stride  # last window starting in tail
+            end = self.t0 + last * stride + config.length  # all its events, then one more
+            return min(len(block), int(np.searchsorted(block["t"], end, side="left")) + 1)
+        last = (self.base + len(self.tail) - 1) // stride
+        return min(len(block), max(0, last * stride + config.length - self.base - len(self.tail)))
+
+    def _cut(self, buffer: np.ndarray, final: bool = False) -> Iterator[Window]:
+        """Yield the windows complete in `buffer` (events from window k on); keep the rest.
+
+        `final`: the buffer ends the recording (no event with the last one's time can follow).
+        """
+        config, t0, base = self.config, self.t0, self.base
+        t = np.ascontiguousarray(buffer["t"])  # searchsorted would copy the strided field
+        indices, lows, highs, self.k = _complete_windows(config, self.k, t0, t, base, final)
+        for index, lo, hi in zip(indices.tolist(), lows.tolist(), highs.tolist(), strict=True):
+            self.covered = base + hi
+            yield Window(index, *_range(config, index, t0, t[lo:hi]), base + lo, buffer[lo:hi])
+        drop = _start_in(config, self.k, t0, t, base)
+        self.tail, self.base = buffer[drop:], base + drop
+
+    def close(self) -> Iterator[Window]:
+        """The recording ended: the last complete windows, then the first incomplete window if
+        it holds events no earlier window held."""
+        if len(self.tail):
+            yield from self._cut(self.tail, final=True)
+        if self.t0 is None or self.base + len(self.tail) <= self.covered:
+            return
+        k = self.k
+        if self.config.by_time:
+            k = max(k, _first_window_reaching(self.config, self.t0, int(self.tail["t"][0])))
+        yield Window(k, *_range(self.config, k, self.t0, self.tail["t"]), self.base, self.tail)
 
 
 Windows = tuple[np.ndarray, np.ndarray, np.ndarray, int]
 """(window indices, first event, end event in the buffer) of the windows found, next window."""
 
 
-def _complete_windows(config: WindowConfig, k: int, t0: int, t: np.ndarray, base: int) -> Windows:
-    """The non-empty windows from window k on that the buffer (times `t`) holds whole."""
+def _complete_windows(
+    config: WindowConfig, k: int, t0: int, t: np.ndarray, base: int, final: bool
+) -> Windows:
+    """The non-empty windows from window k on that the buffer (times `t`) holds whole.
+
+    `final`: the buffer ends the recording.
+    """
     if config.by_time:
-        return _complete_time_windows(config, k, t0, t)
+        return _complete_time_windows(config, k, t0, t, final)
     last = (base + len(t) - config.length) // config.stride  # last window with all its events
     indices = np.arange(k, last + 1, dtype=np.int64)
     lows = indices * config.stride - base
     return indices, lows, lows + config.length, max(k, last + 1)
 
 
-def _complete_time_windows(config: WindowConfig, k: int, t0: int, t: np.ndarray) -> Windows:
-    """Time windows are complete when an event is at or after their last microsecond."""
+def _complete_time_windows(
+    config: WindowConfig, k: int, t0: int, t: np.ndarray, final: bool
+) -> Windows:
+    """Time windows are complete when an event is at or after their last microsecond; all
+    their events are known once an event follows them, or when the recording ends."""
     length, stride = config.length, config.stride
-    last = (int(t[-1]) - length + 1 - t0) // stride
+    last = (int(t[-1]) - length + int(final) - t0) // stride
     if last + 1 - k <= len(t):  # no long gap: try every window
         indices = np.arange(k, last + 1, dtype=np.int64)
     else:  # only the windows holding events, not the (many) empty ones of the gap
