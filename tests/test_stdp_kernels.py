@@ -70,9 +70,10 @@ def test_sparse_rows_matmul_equals_the_dense_product():
 
 def test_active_inputs_lists_each_rows_nonzero_columns():
     x = torch.tensor([[0.0, 1.0, 0.0, 2.0], [0.0, 0.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0]])
-    starts, indices = kernels.active_inputs(x)
+    starts, indices, values = kernels.active_inputs(x)
     assert starts.tolist() == [0, 2, 2, 3]
     assert indices[:3].tolist() == [1, 3, 0]
+    assert values[:3].tolist() == [1.0, 2.0, 3.0]
 
 
 @pytest.mark.parametrize("mode", ["all_to_all", "nearest"])
@@ -85,6 +86,9 @@ def test_trace_rows_equal_the_whole_sequence_at_those_rows(mode, with_initial):
     lazy = Traces(x, 0.8, initial, mode)
     assert torch.equal(lazy.rows(rows), full.flatten(0, 1)[rows])
     assert torch.equal(lazy.last(), full[-1])
+    flat = x.flatten(2)
+    known = Traces(flat, 0.8, initial, mode, kernels.active_inputs(flat.flatten(0, 1)))
+    assert torch.equal(known.rows(rows), full.flatten(0, 1)[rows].flatten(1))
 
 
 @pytest.mark.parametrize("rule", [DiehlCookSTDP(eta_post=0.1, x_tar=0.3), PairSTDP()])

@@ -78,6 +78,7 @@ class CompetitiveLayer(nn.Module):
         self.theta_decay = float(theta_decay)
         self.reduce: Reduce = reduce
         self.adapt = adapt
+        self.input_activity: kernels.Active | None = None  # CSR of the last training input
 
     @property
     def in_features(self) -> int:
@@ -100,12 +101,17 @@ class CompetitiveLayer(nn.Module):
             weight = self.weight.to(spikes.dtype)
             gain = self.config.threshold / (self.config.threshold + self.theta.to(spikes.dtype))
             if kernels.applies(spikes, weight):
+                active = kernels.active_inputs(spikes.flatten(0, 1))
                 out = kernels.competitive_window(
                     spikes, weight, gain, beta=float(self.beta), threshold=self.config.threshold,
                     low=self.config.threshold_low, inhibition=self.inhibition, winners=self.winners,
+                    active=active,
                 )  # fmt: skip
             else:
+                active = None
                 out = self._run(sparse_linear(spikes, weight) * gain, gain)
+            # kept while training: STDP's traces of these inputs reuse it
+            self.input_activity = active if self.training else None
             if self.training and self.adapt:
                 self.theta.copy_(
                     adaptive_threshold_window(

@@ -33,67 +33,60 @@ def applies(*tensors: Tensor) -> bool:
 
 
 @njit(**JIT_OPTIONS)
-def _count_active(rows, counts, lo, hi):  # pragma: no cover
-    for r in range(lo, hi):
+def _gather_active(rows, starts, indices, values):  # pragma: no cover
+    k = 0
+    for r in range(rows.shape[0]):
         row = rows[r]
-        n = 0
-        for i in range(row.shape[0]):
-            n += np.int32(row[i] != 0)
-        counts[r] = n
-
-
-@njit(**JIT_OPTIONS)
-def _gather_active(rows, starts, indices, lo, hi):  # pragma: no cover
-    for r in range(lo, hi):
-        row = rows[r]
-        k = starts[r]
+        starts[r] = k
         for i in range(row.shape[0]):  # branch-free: every input is written, only actives kept
             indices[k] = i
+            values[k] = row[i]
             k += row[i] != 0
+    starts[rows.shape[0]] = k
 
 
-def active_inputs(rows: Tensor) -> tuple[Tensor, Tensor]:
-    """The non-zero inputs of each row of ``rows`` (R, F) in CSR form: ``(starts (R + 1,),
-    indices)``; row r's are ``indices[starts[r]:starts[r + 1]]``, in increasing order."""
+Active = tuple[Tensor, Tensor, Tensor]
+"""The non-zero inputs of rows (R, F) in CSR form: ``(starts (R + 1,), indices, values)``."""
+
+
+def active_inputs(rows: Tensor) -> Active:
+    """The non-zero inputs of each row of ``rows`` (R, F): row r's are ``indices[starts[r]:
+    starts[r + 1]]`` (increasing) with their ``values``; later passes then read only these."""
     rows = rows.contiguous()
-    counts = torch.empty(len(rows), dtype=torch.int64)
-    run_in_parts(_count_active, (rows, counts), len(rows), grain=64)
-    starts = torch.zeros(len(rows) + 1, dtype=torch.int64)
-    torch.cumsum(counts, 0, out=starts[1:])
-    total = int(starts[-1]) + 1  # one spare slot: the branch-free gather writes one past a row
-    indices = torch.empty(total, dtype=torch.int32)
-    run_in_parts(_gather_active, (rows, starts, indices), len(rows), grain=64)
-    return starts, indices
+    starts = torch.empty(len(rows) + 1, dtype=torch.int64)
+    # room for every input: untouched pages of the tail are never mapped, so this costs nothing
+    indices = torch.empty(rows.numel() + 1, dtype=torch.int32)
+    values = rows.new_empty(rows.numel() + 1)
+    _gather_active(rows.detach().numpy(), starts.numpy(), indices.numpy(), values.numpy())
+    return starts, indices, values
 
 
 @njit(**JIT_OPTIONS)
-def _sparse_rows_matmul(rows, starts, indices, weight_t, out, lo, hi):  # pragma: no cover
+def _sparse_rows_matmul(starts, indices, values, weight_t, out, lo, hi):  # pragma: no cover
     n_out = weight_t.shape[1]
     for r in range(lo, hi):
-        values = rows[r]
         acc = out[r]
         acc[:] = 0
         k, end = starts[r], starts[r + 1]
         while k + 4 <= end:  # four weight rows a pass (a quarter of the loads and stores of acc),
             w0, w1 = weight_t[indices[k]], weight_t[indices[k + 1]]  # summed in the same order
             w2, w3 = weight_t[indices[k + 2]], weight_t[indices[k + 3]]
-            x0, x1 = values[indices[k]], values[indices[k + 1]]
-            x2, x3 = values[indices[k + 2]], values[indices[k + 3]]
+            x0, x1, x2, x3 = values[k], values[k + 1], values[k + 2], values[k + 3]
             for j in range(n_out):
                 acc[j] = (((acc[j] + x0 * w0[j]) + x1 * w1[j]) + x2 * w2[j]) + x3 * w3[j]
             k += 4
         for rest in range(k, end):
-            w0, x0 = weight_t[indices[rest]], values[indices[rest]]
+            w0, x0 = weight_t[indices[rest]], values[rest]
             for j in range(n_out):
                 acc[j] = acc[j] + x0 * w0[j]
 
 
-def sparse_rows_matmul(rows: Tensor, weight: Tensor) -> Tensor:
+def sparse_rows_matmul(rows: Tensor, weight: Tensor, active: Active | None = None) -> Tensor:
     """``rows @ weight.T`` for sparse rows (R, F): only the active inputs' weight rows are read
-    (summed in input order, as torch's embedding_bag does)."""
-    rows = rows.contiguous()
+    (summed in input order, as torch's embedding_bag does). ``active``: `active_inputs(rows)`
+    when already known."""
     out = rows.new_empty(len(rows), weight.shape[0])
-    args = (rows, *active_inputs(rows), weight.t().contiguous(), out)
+    args = (*(active or active_inputs(rows)), weight.t().contiguous(), out)
     run_in_parts(_sparse_rows_matmul, args, len(out), grain=256)
     return out
 
@@ -146,13 +139,15 @@ def competitive_window(
     low: float | None,
     inhibition: float,
     winners: int | None,
+    active: Active | None = None,
 ) -> Tensor:
     """Output spikes ``(T, B, out)`` of a `CompetitiveLayer` window on input spikes ``(T, B, in)``:
     synaptic input ``gain * (spikes @ weight.T)``, LIF steps (reset to zero, lower bound ``low``),
     inhibition ``-gain * inhibition`` per spike of the other neurons at the step before, and at
-    most ``winners`` spikes a step (highest membrane first; None: no limit)."""
+    most ``winners`` spikes a step (highest membrane first; None: no limit). ``active``: the
+    `active_inputs` of ``spikes.flatten(0, 1)`` when already known."""
     steps, batch, _ = spikes.shape
-    current = sparse_rows_matmul(spikes.flatten(0, 1), weight)
+    current = sparse_rows_matmul(spikes.flatten(0, 1), weight, active)
     out = spikes.new_empty(steps, batch, weight.shape[0])
     sc = torch.tensor(
         [beta, threshold, 0.0 if low is None else low, inhibition, 0.0, 1.0], dtype=spikes.dtype
@@ -163,31 +158,76 @@ def competitive_window(
 
 
 @njit(**JIT_OPTIONS)
-def _trace_rows_kernel(
-    spikes, sc, initial, nearest, starts, row_steps, out, lo, hi
+def _trace_kernel(
+    active, sc, initial, nearest, queries, steps, targets, weights, out, lo, hi
 ):  # pragma: no cover
-    decay, scale, zero = sc[0], sc[1], sc[2]
-    x = np.empty(spikes.shape[2], spikes.dtype)
+    """Runs each sample's trace recurrence up to its last query; at query q writes the trace to
+    ``out[q]`` or, with targets, adds ``weights[q] * (trace - offset)`` to ``out[targets[q]]``.
+    A step decays every trace, then visits only the step's active inputs (CSR ``active``)."""
+    decay, scale, zero, offset = sc[0], sc[1], sc[2], sc[3]
+    active_starts, active_indices, active_values = active
+    batch = initial.shape[0]
+    scatter = len(targets) > 0
+    x = np.empty(initial.shape[1], initial.dtype)
     for b in range(lo, hi):
-        if starts[b] == starts[b + 1]:
+        if queries[b] == queries[b + 1]:
             continue
         x[:] = initial[b]
         done = 0
-        for q in range(starts[b], starts[b + 1]):
-            for t in range(done, row_steps[q] + 1):  # `trace_step`'s recurrence, kept in place
-                row = spikes[t, b]
-                if nearest:
-                    for i in range(x.shape[0]):
-                        x[i] = scale if row[i] > zero else x[i] * decay
-                else:
-                    for i in range(x.shape[0]):
-                        x[i] = decay * x[i] + scale * row[i]
-            done = max(done, row_steps[q] + 1)
-            out[q] = x
+        for q in range(queries[b], queries[b + 1]):
+            for t in range(done, steps[q] + 1):  # `trace_step`: the same float operations
+                for i in range(x.shape[0]):
+                    x[i] = x[i] * decay
+                for k in range(active_starts[t * batch + b], active_starts[t * batch + b + 1]):
+                    i = active_indices[k]
+                    if not nearest:
+                        x[i] = x[i] + scale * active_values[k]
+                    elif active_values[k] > zero:
+                        x[i] = scale
+            done = max(done, steps[q] + 1)
+            if scatter:
+                target, weight = out[targets[q]], weights[q]
+                for i in range(x.shape[0]):
+                    target[i] += weight * (x[i] - offset)
+            else:
+                out[q] = x
+
+
+def _run_traces(
+    spikes: Tensor,
+    active: Active | None,
+    decay: float,
+    initial: Tensor | None,
+    nearest: bool,
+    rows: Tensor,
+    scale: float,
+    out: Tensor,
+    scatter: tuple[Tensor, Tensor, float] | None = None,
+) -> Tensor:
+    """`_trace_kernel` over the queries ``rows`` (flat t * B + b), taken sample by sample in time
+    order; returns the order in which they were taken."""
+    steps, batch, features = spikes.shape
+    spikes = spikes.contiguous()
+    active = active or active_inputs(spikes.view(steps * batch, features))
+    steps_of, samples_of = rows // batch, rows % batch
+    order = torch.argsort(samples_of * steps + steps_of)
+    queries = torch.zeros(batch + 1, dtype=torch.int64)
+    torch.cumsum(torch.bincount(samples_of, minlength=batch), 0, out=queries[1:])
+    start = spikes.new_zeros(batch, features) if initial is None else initial.reshape(batch, -1)
+    targets, weights, offset = scatter or (rows[:0], spikes.new_empty(0), 0.0)
+    if scatter:
+        targets, weights = targets[order].contiguous(), weights[order].contiguous()
+    sc = torch.tensor([decay, scale, 0.0, offset], dtype=spikes.dtype)
+    args = (tuple(a.numpy() for a in active), sc, start.to(spikes.dtype).contiguous())
+    args += (nearest, queries, steps_of[order].contiguous(), targets, weights, out)
+    # scattered queries of different samples may add to the same target row: one part then
+    run_in_parts(_trace_kernel, args, batch, grain=batch if scatter else 1)
+    return order
 
 
 def trace_rows(
     spikes: Tensor,
+    active: Active | None,
     decay: float,
     initial: Tensor | None,
     nearest: bool,
@@ -195,17 +235,30 @@ def trace_rows(
     scale: float = 1.0,
 ) -> Tensor:
     """Traces of ``spikes`` (T, B, F) at the flat rows ``t * B + b`` in ``rows``: ``(len(rows),
-    F)``, the rows of `eventsnn.learning.traces.trace_sequence` without storing the others."""
-    steps, batch, features = spikes.shape
-    steps_of, samples_of = rows // batch, rows % batch
-    order = torch.argsort(samples_of * steps + steps_of)
-    starts = torch.zeros(batch + 1, dtype=torch.int64)
-    torch.cumsum(torch.bincount(samples_of, minlength=batch), 0, out=starts[1:])
-    start = spikes.new_zeros(batch, features) if initial is None else initial.reshape(batch, -1)
-    sc = torch.tensor([decay, scale, 0.0], dtype=spikes.dtype)
-    out = spikes.new_empty(len(rows), features)
-    args = (spikes.contiguous(), sc, start.to(spikes.dtype).contiguous(), nearest, starts)
-    run_in_parts(_trace_rows_kernel, (*args, steps_of[order].contiguous(), out), batch, grain=1)
+    F)``, the rows of `eventsnn.learning.traces.trace_sequence` without storing the others.
+    ``active`` is the spikes' `active_inputs` when already known (else they are found)."""
+    out = spikes.new_empty(len(rows), spikes.shape[2])
+    order = _run_traces(spikes, active, decay, initial, nearest, rows, scale, out)
     result = torch.empty_like(out)
     result[order] = out  # back in the callers' order
     return result
+
+
+def trace_scatter(
+    spikes: Tensor,
+    active: Active | None,
+    decay: float,
+    initial: Tensor | None,
+    nearest: bool,
+    rows: Tensor,
+    targets: Tensor,
+    weights: Tensor,
+    size: int,
+    offset: float = 0.0,
+) -> Tensor:
+    """``out[targets[k]] += weights[k] * (trace at rows[k] - offset)`` for every k, into a
+    ``(size, F)`` zero matrix: an STDP update with one term per post-synaptic spike, with no
+    trace stored."""
+    out = spikes.new_zeros(size, spikes.shape[2])
+    _run_traces(spikes, active, decay, initial, nearest, rows, 1.0, out, (targets, weights, offset))
+    return out

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from eventsnn.learning import kernels
 from eventsnn.learning.errors import LearningError
 from eventsnn.learning.homeostasis import normalization_factors
 from eventsnn.learning.inhibition import channel_wta
@@ -103,7 +104,7 @@ class STDPLearner(Stateful, nn.Module):
         modules = dict(network.named_modules())
         self._weights: dict[str, tuple[nn.Parameter, ConvGeometry | None]] = {}
         self._decays: dict[str, dict[str, float]] = {}
-        self._captured: dict[str, tuple[Tensor, Tensor]] = {}
+        self._captured: dict[str, tuple[Tensor, Tensor, kernels.Active | None]] = {}
         self._traces: dict[str, Tensor | Traces] = {}
         for name, spec in self.plasticity.items():
             if name not in modules:
@@ -119,7 +120,9 @@ class STDPLearner(Stateful, nn.Module):
     def _hook(self, name: str) -> Callable:
         def capture(module: nn.Module, inputs: tuple, output: Tensor) -> None:
             if self.capturing:
-                self._captured[name] = (inputs[0].detach(), output.detach())
+                # a layer that found its active inputs (CompetitiveLayer) saves the traces that work
+                active = getattr(module, "input_activity", None)
+                self._captured[name] = (inputs[0].detach(), output.detach(), active)
 
         return capture
 
@@ -150,7 +153,7 @@ class STDPLearner(Stateful, nn.Module):
             raise LearningError(f"no activity captured for layer(s) {missing}: run a forward pass")
         out = {}
         for name, spec in self.plasticity.items():
-            pre, post = self._captured.pop(name)
+            pre, post, pre_active = self._captured.pop(name)
             weight, conv = self._weights[name]
             if spec.channel_wta:
                 if conv is None:
@@ -164,7 +167,9 @@ class STDPLearner(Stateful, nn.Module):
                 initial = as_last(self._traces.get(key)) if self.carry_traces else None
                 if initial is not None and initial.shape != spikes[side].shape[1:]:
                     initial = None  # another batch size: a new recording
-                traces[trace] = Traces(spikes[side], decay, initial, spec.rule.trace_mode)
+                active = pre_active if side == "pre" else None
+                mode = spec.rule.trace_mode
+                traces[trace] = Traces(spikes[side], decay, initial, mode, active)
                 if spec.rule.reads_before:
                     before[trace] = traces_before(traces[trace].full, initial, decay)
                 self._traces[key] = traces[trace]  # its last step is computed only when read

@@ -22,7 +22,13 @@ import torch
 from torch import Tensor
 
 from eventsnn.learning.errors import LearningError
-from eventsnn.learning.traces import TraceMode, Traces, as_tensor, check_trace_mode
+from eventsnn.learning.traces import (
+    TraceMode,
+    Traces,
+    as_tensor,
+    check_trace_mode,
+    scatter_add_rows,
+)
 
 Reduce = Literal["mean", "sum"]
 WeightDependence = Literal["additive", "soft_bound"]
@@ -104,15 +110,14 @@ def _correlate_rows(post_rows: Tensor, pre: Tensor | Traces, pre_offset: float) 
     """``post_rows.T @ (pre_rows - pre_offset)`` over the rows where a post term is non-zero."""
     active = post_rows.any(dim=1).nonzero().squeeze(1)
     post_rows = post_rows[active]
-    pre_rows = pre.rows(active) if isinstance(pre, Traces) else pre.flatten(0, 1)[active]
-    if pre_offset:
-        pre_rows = pre_rows - pre_offset
-    terms = post_rows.nonzero(as_tuple=True)
-    if len(terms[0]) >= SPARSE_POST * post_rows.numel():
-        return post_rows.t() @ pre_rows
-    row, neuron = terms
-    update = pre_rows.new_zeros(post_rows.shape[1], pre_rows.shape[1])
-    return update.index_add_(0, neuron, pre_rows[row] * post_rows[row, neuron].unsqueeze(1))
+    row, neuron = post_rows.nonzero(as_tuple=True)
+    if len(row) >= SPARSE_POST * post_rows.numel():
+        pre_rows = pre.rows(active) if isinstance(pre, Traces) else pre.flatten(0, 1)[active]
+        return post_rows.t() @ (pre_rows - pre_offset if pre_offset else pre_rows)
+    weights, size = post_rows[row, neuron], post_rows.shape[1]
+    if isinstance(pre, Traces):
+        return pre.scatter_rows(active[row], neuron, weights, size, pre_offset)
+    return scatter_add_rows(pre.flatten(0, 1)[active[row]] - pre_offset, neuron, weights, size)
 
 
 def soft_bound_factors(

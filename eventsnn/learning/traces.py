@@ -93,7 +93,8 @@ class Traces:
     """The traces of a time-first spike train ``(T, B, ...)``, computed when read: the whole
     sequence (`full`), or only some flat rows ``t * B + b`` (`rows`). STDP reads pre-synaptic
     traces only where a post-synaptic neuron fired, a few of the T * B rows, so most of the
-    sequence never has to be stored."""
+    sequence never has to be stored. ``active``: the spikes' `kernels.active_inputs` (rows
+    t * B + b) when a layer has already found them."""
 
     def __init__(
         self,
@@ -101,7 +102,9 @@ class Traces:
         decay: float,
         initial: Tensor | None = None,
         mode: TraceMode = "all_to_all",
+        active: kernels.Active | None = None,
     ) -> None:
+        self.active = active
         self.spikes, self.decay, self.initial, self.mode = (
             spikes,
             decay,
@@ -126,14 +129,36 @@ class Traces:
         if "full" in self.__dict__ or not kernels.applies(flat):
             return self.full.flatten(0, 1)[index]
         initial = None if self.initial is None else self.initial.to(flat.dtype)
-        found = kernels.trace_rows(flat, self.decay, initial, self.mode == "nearest", index)
+        nearest = self.mode == "nearest"
+        found = kernels.trace_rows(flat, self.active, self.decay, initial, nearest, index)
         return found.view(len(index), *self.spikes.shape[2:])
+
+    def scatter_rows(
+        self, rows: Tensor, targets: Tensor, weights: Tensor, size: int, offset: float = 0.0
+    ) -> Tensor:
+        """``sum_k weights[k] * (traces at row rows[k] - offset)`` added into row ``targets[k]``
+        of a ``(size, features)`` matrix: STDP's update with one term per post-synaptic spike,
+        without storing the traces when the kernels apply."""
+        steps, batch = self.spikes.shape[:2]
+        flat = self.spikes.reshape(steps, batch, -1)
+        if "full" in self.__dict__ or not kernels.applies(flat, weights):
+            return scatter_add_rows(self.rows(rows).flatten(1) - offset, targets, weights, size)
+        initial = None if self.initial is None else self.initial.to(flat.dtype)
+        nearest = self.mode == "nearest"
+        args = (flat, self.active, self.decay, initial, nearest, rows, targets, weights, size)
+        return kernels.trace_scatter(*args, offset)
 
     def last(self) -> Tensor:
         """The traces after the last step ``(B, ...)``: where the next window starts from."""
         steps, batch = self.spikes.shape[:2]
         index = torch.arange(batch, device=self.spikes.device) + (steps - 1) * batch
         return self.rows(index)
+
+
+def scatter_add_rows(values: Tensor, targets: Tensor, weights: Tensor, size: int) -> Tensor:
+    """``out[targets[k]] += weights[k] * values[k]`` into a ``(size, features)`` zero matrix."""
+    out = values.new_zeros(size, values.shape[1])
+    return out.index_add_(0, targets, values * weights.unsqueeze(1))
 
 
 def as_tensor(traces: Tensor | Traces) -> Tensor:
