@@ -40,7 +40,7 @@ def test_competitive_window_spikes_equal_the_torch_loop(winners, v_min, dtype, s
     expected = torch_window(layer, x)
     gain = layer.config.threshold / (layer.config.threshold + layer.theta.to(dtype))
     got = kernels.competitive_window(
-        x, layer.weight.to(dtype), gain, beta=0.95, threshold=4.0, low=v_min, inhibition=2.0,
+        x, layer.weight.to(dtype).t(), gain, beta=0.95, threshold=4.0, low=v_min, inhibition=2.0,
         winners=winners,
     )  # fmt: skip
     assert expected.sum() > 20  # the comparison covers real activity
@@ -65,7 +65,7 @@ def test_sparse_rows_matmul_equals_the_dense_product():
     x = spikes(500, 700, p=0.05) * torch.rand(500, 700)
     x[3] = 0  # an empty row
     weight = torch.randn(33, 700)
-    torch.testing.assert_close(kernels.sparse_rows_matmul(x, weight), x @ weight.t())
+    torch.testing.assert_close(kernels.sparse_rows_matmul(x, weight.t()), x @ weight.t())
 
 
 def test_active_inputs_lists_each_rows_nonzero_columns():

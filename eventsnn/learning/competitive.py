@@ -79,6 +79,7 @@ class CompetitiveLayer(nn.Module):
         self.reduce: Reduce = reduce
         self.adapt = adapt
         self.input_activity: kernels.Active | None = None  # CSR of the last training input
+        self._transposed: Tensor | None = None  # see _weights_by_input
 
     @property
     def in_features(self) -> int:
@@ -103,9 +104,9 @@ class CompetitiveLayer(nn.Module):
             if kernels.applies(spikes, weight):
                 active = kernels.active_inputs(spikes.flatten(0, 1))
                 out = kernels.competitive_window(
-                    spikes, weight, gain, beta=float(self.beta), threshold=self.config.threshold,
-                    low=self.config.threshold_low, inhibition=self.inhibition, winners=self.winners,
-                    active=active,
+                    spikes, self._weights_by_input(weight), gain, beta=float(self.beta),
+                    threshold=self.config.threshold, low=self.config.threshold_low,
+                    inhibition=self.inhibition, winners=self.winners, active=active,
                 )  # fmt: skip
             else:
                 active = None
@@ -119,6 +120,14 @@ class CompetitiveLayer(nn.Module):
                     )
                 )
         return out
+
+    def _weights_by_input(self, weight: Tensor) -> Tensor:
+        """The weights transposed (in, out), as the kernel reads them, copied into a buffer kept
+        between calls (a new multi-megabyte tensor every window costs page faults)."""
+        buffer = self._transposed
+        if buffer is None or (buffer.shape, buffer.dtype) != (weight.t().shape, weight.dtype):
+            self._transposed = buffer = weight.new_empty(weight.t().shape)
+        return buffer.copy_(weight.t())
 
     def _run(self, current: Tensor, gain: Tensor) -> Tensor:
         """The neuron loop in torch (any device; on CPU `kernels.competitive_window` runs it):

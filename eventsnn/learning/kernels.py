@@ -81,12 +81,12 @@ def _sparse_rows_matmul(starts, indices, values, weight_t, out, lo, hi):  # prag
                 acc[j] = acc[j] + x0 * w0[j]
 
 
-def sparse_rows_matmul(rows: Tensor, weight: Tensor, active: Active | None = None) -> Tensor:
-    """``rows @ weight.T`` for sparse rows (R, F): only the active inputs' weight rows are read
-    (summed in input order, as torch's embedding_bag does). ``active``: `active_inputs(rows)`
-    when already known."""
-    out = rows.new_empty(len(rows), weight.shape[0])
-    args = (*(active or active_inputs(rows)), weight.t().contiguous(), out)
+def sparse_rows_matmul(rows: Tensor, weight_t: Tensor, active: Active | None = None) -> Tensor:
+    """``rows @ weight_t`` for sparse rows (R, F) and weights by input ``weight_t`` (F, out):
+    only the active inputs' weight rows are read (summed in input order, as torch's
+    embedding_bag does). ``active``: `active_inputs(rows)` when already known."""
+    out = rows.new_empty(len(rows), weight_t.shape[1])
+    args = (*(active or active_inputs(rows)), weight_t.contiguous(), out)
     run_in_parts(_sparse_rows_matmul, args, len(out), grain=256)
     return out
 
@@ -131,7 +131,7 @@ def _competitive_kernel(current, gain, sc, has_low, winners, out, lo, hi):  # pr
 
 def competitive_window(
     spikes: Tensor,
-    weight: Tensor,
+    weight_t: Tensor,
     gain: Tensor,
     *,
     beta: float,
@@ -141,14 +141,15 @@ def competitive_window(
     winners: int | None,
     active: Active | None = None,
 ) -> Tensor:
-    """Output spikes ``(T, B, out)`` of a `CompetitiveLayer` window on input spikes ``(T, B, in)``:
-    synaptic input ``gain * (spikes @ weight.T)``, LIF steps (reset to zero, lower bound ``low``),
-    inhibition ``-gain * inhibition`` per spike of the other neurons at the step before, and at
-    most ``winners`` spikes a step (highest membrane first; None: no limit). ``active``: the
-    `active_inputs` of ``spikes.flatten(0, 1)`` when already known."""
+    """Output spikes ``(T, B, out)`` of a `CompetitiveLayer` window on input spikes ``(T, B, in)``
+    and weights by input ``weight_t`` (in, out): synaptic input ``gain * (spikes @ weight_t)``,
+    LIF steps (reset to zero, lower bound ``low``), inhibition ``-gain * inhibition`` per spike
+    of the other neurons at the step before, and at most ``winners`` spikes a step (highest
+    membrane first; None: no limit). ``active``: the `active_inputs` of ``spikes.flatten(0, 1)``
+    when already known."""
     steps, batch, _ = spikes.shape
-    current = sparse_rows_matmul(spikes.flatten(0, 1), weight, active)
-    out = spikes.new_empty(steps, batch, weight.shape[0])
+    current = sparse_rows_matmul(spikes.flatten(0, 1), weight_t, active)
+    out = spikes.new_empty(steps, batch, weight_t.shape[1])
     sc = torch.tensor(
         [beta, threshold, 0.0 if low is None else low, inhibition, 0.0, 1.0], dtype=spikes.dtype
     )

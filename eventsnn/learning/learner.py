@@ -179,9 +179,15 @@ class STDPLearner(Stateful, nn.Module):
         return out
 
     def set_gradients(self, updates: Mapping[str, Tensor]) -> None:
-        """Store ``-update`` as each weight's gradient, so that an optimizer step adds lr*update."""
+        """Store ``-update`` as each weight's gradient, so that an optimizer step adds lr*update
+        (into the gradient tensor already there when it fits: no new large tensor a step)."""
         for name, update in updates.items():
-            self._weights[name][0].grad = -update
+            weight = self._weights[name][0]
+            grad = weight.grad
+            if grad is not None and (grad.shape, grad.dtype) == (update.shape, update.dtype):
+                torch.neg(update, out=grad)
+            else:
+                weight.grad = -update
 
     @torch.no_grad()
     def constrain(self) -> None:

@@ -95,7 +95,7 @@ def correlate(
             dilation=conv.dilation,
         )
     if reduce == "mean":
-        return update / batch
+        return update.div_(batch)  # a fresh tensor: scaled in place, no second copy
     if reduce != "sum":
         raise LearningError(f"unknown reduce {reduce!r}; expected 'mean' or 'sum'")
     return update
@@ -153,12 +153,12 @@ def pair_stdp(
     depression = correlate(post_trace, pre_spikes, shape, conv, reduce)
     if weight_dependence == "soft_bound":
         up, down = soft_bound_factors(weights, w_min, w_max, mu)
-        potentiation, depression = potentiation * up, depression * down
+        potentiation, depression = potentiation.mul_(up), depression.mul_(down)
     elif weight_dependence != "additive":
         raise LearningError(
             f"unknown weight_dependence {weight_dependence!r}; expected 'additive' or 'soft_bound'"
         )
-    return a_plus * potentiation - a_minus * depression
+    return potentiation.mul_(a_plus).sub_(depression, alpha=a_minus)
 
 
 def triplet_stdp(
@@ -186,7 +186,7 @@ def triplet_stdp(
     depression = correlate(
         post_trace, pre_spikes * (a2_minus + a3_minus * pre_slow_before), shape, conv, reduce
     )
-    return potentiation - depression
+    return potentiation.sub_(depression)
 
 
 def diehl_cook_stdp(
@@ -211,11 +211,11 @@ def diehl_cook_stdp(
     potentiation = correlate(post_spikes, pre_trace, shape, conv, reduce, pre_offset=x_tar)
     if mu:
         potentiation = potentiation * (w_max - weights).clamp(min=0).pow(mu)
-    update = eta_post * potentiation
+    update = potentiation.mul_(eta_post)
     if eta_pre:
         if post_trace is None:
             raise LearningError("diehl_cook_stdp with eta_pre needs the post trace")
-        update = update - eta_pre * correlate(post_trace, pre_spikes, shape, conv, reduce)
+        update.sub_(correlate(post_trace, pre_spikes, shape, conv, reduce), alpha=eta_pre)
     return update
 
 

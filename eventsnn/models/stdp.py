@@ -191,9 +191,9 @@ class STDPClassifier(pl.LightningModule):
         if self.learning:
             with self.learner.capture():
                 counts = self(frames)
+            # set_gradients overwrites the gradient each step: no zero_grad, no new large tensor
             self.learner.set_gradients(self.learner.updates())
             stdp_optimizer.step()
-            stdp_optimizer.zero_grad()
             self.learner.constrain()
         else:
             with torch.no_grad():
