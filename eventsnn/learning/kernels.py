@@ -4,9 +4,10 @@ only where a rule needs them.
 `competitive_window` runs a whole window of `CompetitiveLayer` (sparse synaptic sums, LIF steps
 with lateral inhibition, k-WTA) in one pass per sample instead of ~10 torch calls per time step;
 the float operations are those of the torch path (`eventsnn.nn.kernels`' neuron helpers), so the
-spikes are the same. `trace_rows` gives a spike train's traces at chosen (step, sample) rows only:
-each input keeps its value and the step it was last updated, so a step costs its active inputs
-and a row costs one decay per input, instead of decaying every trace at every step.
+spikes are the same. `active_inputs` lists each row's non-zero inputs once (CSR), so that the
+synaptic sums and the traces visit only those. `trace_rows` and `trace_scatter` run each sample's
+traces in place and read them only at the queried (step, sample) rows: STDP needs pre-synaptic
+traces only where a post-synaptic neuron fired, so the T x B x inputs sequence is never stored.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def _trace_kernel(
     """Runs each sample's trace recurrence up to its last query; at query q writes the trace to
     ``out[q]`` or, with targets, adds ``weights[q] * (trace - offset)`` to ``out[targets[q]]``.
     A step decays every trace, then visits only the step's active inputs (CSR ``active``)."""
-    decay, scale, zero, offset = sc[0], sc[1], sc[2], sc[3]
+    decay, one, zero, offset = sc[0], sc[1], sc[2], sc[3]
     active_starts, active_indices, active_values = active
     batch = initial.shape[0]
     scatter = len(targets) > 0
@@ -182,9 +183,9 @@ def _trace_kernel(
                 for k in range(active_starts[t * batch + b], active_starts[t * batch + b + 1]):
                     i = active_indices[k]
                     if not nearest:
-                        x[i] = x[i] + scale * active_values[k]
+                        x[i] = x[i] + active_values[k]
                     elif active_values[k] > zero:
-                        x[i] = scale
+                        x[i] = one
             done = max(done, steps[q] + 1)
             if scatter:
                 target, weight = out[targets[q]], weights[q]
@@ -201,7 +202,6 @@ def _run_traces(
     initial: Tensor | None,
     nearest: bool,
     rows: Tensor,
-    scale: float,
     out: Tensor,
     scatter: tuple[Tensor, Tensor, float] | None = None,
 ) -> Tensor:
@@ -218,7 +218,7 @@ def _run_traces(
     targets, weights, offset = scatter or (rows[:0], spikes.new_empty(0), 0.0)
     if scatter:
         targets, weights = targets[order].contiguous(), weights[order].contiguous()
-    sc = torch.tensor([decay, scale, 0.0, offset], dtype=spikes.dtype)
+    sc = torch.tensor([decay, 1.0, 0.0, offset], dtype=spikes.dtype)
     args = (tuple(a.numpy() for a in active), sc, start.to(spikes.dtype).contiguous())
     args += (nearest, queries, steps_of[order].contiguous(), targets, weights, out)
     # scattered queries of different samples may add to the same target row: one part then
@@ -233,13 +233,12 @@ def trace_rows(
     initial: Tensor | None,
     nearest: bool,
     rows: Tensor,
-    scale: float = 1.0,
 ) -> Tensor:
     """Traces of ``spikes`` (T, B, F) at the flat rows ``t * B + b`` in ``rows``: ``(len(rows),
     F)``, the rows of `eventsnn.learning.traces.trace_sequence` without storing the others.
     ``active`` is the spikes' `active_inputs` when already known (else they are found)."""
     out = spikes.new_empty(len(rows), spikes.shape[2])
-    order = _run_traces(spikes, active, decay, initial, nearest, rows, scale, out)
+    order = _run_traces(spikes, active, decay, initial, nearest, rows, out)
     result = torch.empty_like(out)
     result[order] = out  # back in the callers' order
     return result
@@ -261,5 +260,5 @@ def trace_scatter(
     ``(size, F)`` zero matrix: an STDP update with one term per post-synaptic spike, with no
     trace stored."""
     out = spikes.new_zeros(size, spikes.shape[2])
-    _run_traces(spikes, active, decay, initial, nearest, rows, 1.0, out, (targets, weights, offset))
+    _run_traces(spikes, active, decay, initial, nearest, rows, out, (targets, weights, offset))
     return out
