@@ -154,19 +154,45 @@ def measure(python: str, library: str, batch: int, args: argparse.Namespace) -> 
     return result
 
 
-def table(rows: list[tuple[str, dict | None]], reference: float | None) -> list[str]:
+def combine(results: list[dict | None]) -> dict | None:
+    """One configuration's rounds: median ms per batch and samples/s (None if none ran)."""
+    done = [r for r in results if r is not None]
+    if not done:
+        return None
+    return {
+        "batch": done[0]["batch"],
+        "median": statistics.median(r["median"] for r in done),
+        "samples_per_s": statistics.median(r["samples_per_s"] for r in done),
+    }
+
+
+def round_ratios(rounds: list[dict], name: str) -> list[float]:
+    """Per round: ``name``'s samples/s over BindsNET's best configuration of the same round."""
+    ratios = []
+    for results in rounds:
+        theirs = [r["samples_per_s"] for k, r in results.items() if k.startswith("BindsNET") and r]
+        if theirs and results[name]:
+            ratios.append(results[name]["samples_per_s"] / max(theirs))
+    return ratios
+
+
+def table(rounds: list[dict]) -> list[str]:
     lines = [
-        "| library | batch | ms per batch (median) | samples/s | vs BindsNET (best) |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| library | batch | ms per batch (median) | samples/s (median) "
+        "| vs BindsNET's best (median of rounds) | range over rounds |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, result in rows:
+    for name in rounds[0]:
+        result = combine([results[name] for results in rounds])
         if result is None:
-            lines.append(f"| {name} | | not measured (see note) | | |")
+            lines.append(f"| {name} | | not measured (see note) | | | |")
             continue
-        ratio = f"{result['samples_per_s'] / reference:.1f}x" if reference else "n/a"
+        ratios = round_ratios(rounds, name)
+        ratio = f"{statistics.median(ratios):.1f}x" if ratios else "n/a"
+        spread = f"{min(ratios):.1f}x - {max(ratios):.1f}x" if ratios else ""
         lines.append(
             f"| {name} | {result['batch']} | {result['median'] * 1e3:.1f} | "
-            f"{result['samples_per_s']:.1f} | {ratio} |"
+            f"{result['samples_per_s']:.1f} | {ratio} | {spread} |"
         )
     return lines
 
@@ -178,6 +204,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--bindsnet-python", default="/tmp/bindsnet-venv/bin/python")
     parser.add_argument("--out", default=str(Path(__file__).with_suffix(".md")))
@@ -188,17 +215,22 @@ def main() -> None:
         return
     load_before = os.getloadavg()[0]
     batches = sorted({1, args.batch})
-    ours = [(f"eventsnn (B={b})", measure(sys.executable, "eventsnn", b, args)) for b in batches]
     bindsnet_present = Path(args.bindsnet_python).exists()
-    theirs = [
-        (f"BindsNET DiehlAndCook2015 (B={b})", measure(args.bindsnet_python, "bindsnet", b, args))
-        if bindsnet_present
-        else (f"BindsNET DiehlAndCook2015 (B={b})", None)
-        for b in batches
+    configs = [(f"eventsnn (B={b})", sys.executable, "eventsnn", b) for b in batches]
+    configs += [
+        (f"BindsNET DiehlAndCook2015 (B={b})", args.bindsnet_python, "bindsnet", b) for b in batches
     ]
-    measured = [r["samples_per_s"] for _, r in theirs if r is not None]
-    reference = max(measured) if measured else None
-    version = next((r["torch"] for _, r in theirs if r is not None), None)
+    rounds = [
+        {
+            name: measure(python, library, b, args)
+            if library == "eventsnn" or bindsnet_present
+            else None
+            for name, python, library, b in configs
+        }
+        for _ in range(args.rounds)
+    ]  # rounds interleave the libraries, so a slow spell of the shared machine hits both
+    theirs = [r for res in rounds for k, r in res.items() if k.startswith("BindsNET") and r]
+    version = theirs[0]["torch"] if theirs else None
     lines = [
         "# STDP training throughput: Diehl & Cook (2015) network",
         "",
@@ -206,10 +238,11 @@ def main() -> None:
         f"excitatory neurons with adaptive thresholds and lateral inhibition, "
         f"{args.time_steps} steps of 1 ms per sample, STDP on the input weights with learning on "
         f"(one update per batch), {args.threads} torch thread(s), each library in its own "
-        f"process; medians of {args.repeats} repeats of {args.batches} batches.",
+        f"process; each measure is the median of {args.repeats} repeats of {args.batches} "
+        f"batches, taken in {args.rounds} rounds that alternate the libraries.",
         "Made by `flock /tmp/eventsnn-bench.lock .venv/bin/python benchmarks/stdp.py`.",
         "",
-        *table(ours + theirs, reference),
+        *table(rounds),
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, torch {torch.__version__}"
