@@ -12,6 +12,8 @@ traces only where a post-synaptic neuron fired, so the T x B x inputs sequence i
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from numba import njit
@@ -195,61 +197,57 @@ def _trace_kernel(
                 out[q] = x
 
 
+class TraceInput(NamedTuple):
+    """What the trace kernels read: spikes ``(T, B, F)``, their `active_inputs` (None: found
+    here), the per-step decay, the traces before the first step (None: zeros) and the mode."""
+
+    spikes: Tensor
+    active: Active | None
+    decay: float
+    initial: Tensor | None
+    nearest: bool
+
+
 def _run_traces(
-    spikes: Tensor,
-    active: Active | None,
-    decay: float,
-    initial: Tensor | None,
-    nearest: bool,
+    source: TraceInput,
     rows: Tensor,
     out: Tensor,
     scatter: tuple[Tensor, Tensor, float] | None = None,
 ) -> Tensor:
     """`_trace_kernel` over the queries ``rows`` (flat t * B + b), taken sample by sample in time
     order; returns the order in which they were taken."""
-    steps, batch, features = spikes.shape
-    spikes = spikes.contiguous()
-    active = active or active_inputs(spikes.view(steps * batch, features))
+    steps, batch, features = source.spikes.shape
+    spikes = source.spikes.contiguous()
+    active = source.active or active_inputs(spikes.view(steps * batch, features))
     steps_of, samples_of = rows // batch, rows % batch
     order = torch.argsort(samples_of * steps + steps_of)
     queries = torch.zeros(batch + 1, dtype=torch.int64)
     torch.cumsum(torch.bincount(samples_of, minlength=batch), 0, out=queries[1:])
+    initial = source.initial
     start = spikes.new_zeros(batch, features) if initial is None else initial.reshape(batch, -1)
     targets, weights, offset = scatter or (rows[:0], spikes.new_empty(0), 0.0)
     if scatter:
         targets, weights = targets[order].contiguous(), weights[order].contiguous()
-    sc = torch.tensor([decay, 1.0, 0.0, offset], dtype=spikes.dtype)
+    sc = torch.tensor([source.decay, 1.0, 0.0, offset], dtype=spikes.dtype)
     args = (tuple(a.numpy() for a in active), sc, start.to(spikes.dtype).contiguous())
-    args += (nearest, queries, steps_of[order].contiguous(), targets, weights, out)
+    args += (source.nearest, queries, steps_of[order].contiguous(), targets, weights, out)
     # scattered queries of different samples may add to the same target row: one part then
     run_in_parts(_trace_kernel, args, batch, grain=batch if scatter else 1)
     return order
 
 
-def trace_rows(
-    spikes: Tensor,
-    active: Active | None,
-    decay: float,
-    initial: Tensor | None,
-    nearest: bool,
-    rows: Tensor,
-) -> Tensor:
-    """Traces of ``spikes`` (T, B, F) at the flat rows ``t * B + b`` in ``rows``: ``(len(rows),
-    F)``, the rows of `eventsnn.learning.traces.trace_sequence` without storing the others.
-    ``active`` is the spikes' `active_inputs` when already known (else they are found)."""
-    out = spikes.new_empty(len(rows), spikes.shape[2])
-    order = _run_traces(spikes, active, decay, initial, nearest, rows, out)
+def trace_rows(source: TraceInput, rows: Tensor) -> Tensor:
+    """Traces at the flat rows ``t * B + b`` in ``rows``: ``(len(rows), F)``, the rows of
+    `eventsnn.learning.traces.trace_sequence` without storing the others."""
+    out = source.spikes.new_empty(len(rows), source.spikes.shape[2])
+    order = _run_traces(source, rows, out)
     result = torch.empty_like(out)
     result[order] = out  # back in the callers' order
     return result
 
 
 def trace_scatter(
-    spikes: Tensor,
-    active: Active | None,
-    decay: float,
-    initial: Tensor | None,
-    nearest: bool,
+    source: TraceInput,
     rows: Tensor,
     targets: Tensor,
     weights: Tensor,
@@ -259,6 +257,6 @@ def trace_scatter(
     """``out[targets[k]] += weights[k] * (trace at rows[k] - offset)`` for every k, into a
     ``(size, F)`` zero matrix: an STDP update with one term per post-synaptic spike, with no
     trace stored."""
-    out = spikes.new_zeros(size, spikes.shape[2])
-    _run_traces(spikes, active, decay, initial, nearest, rows, out, (targets, weights, offset))
+    out = source.spikes.new_zeros(size, source.spikes.shape[2])
+    _run_traces(source, rows, out, (targets, weights, offset))
     return out

@@ -122,16 +122,22 @@ class Traces:
         """The traces after every step, as `trace_sequence` gives them."""
         return trace_sequence(self.spikes, self.decay, self.initial, self.mode)
 
-    def rows(self, index: Tensor) -> Tensor:
-        """The traces at the flat rows ``index`` (t * B + b): ``(len(index), ...)``."""
+    def _kernel_input(self, *others: Tensor) -> kernels.TraceInput | None:
+        """The kernels' view of these traces, or None when they cannot run them (another
+        device or dtype) or the whole sequence is already computed."""
         steps, batch = self.spikes.shape[:2]
         flat = self.spikes.reshape(steps, batch, -1)
-        if "full" in self.__dict__ or not kernels.applies(flat):
-            return self.full.flatten(0, 1)[index]
+        if "full" in self.__dict__ or not kernels.applies(flat, *others):
+            return None
         initial = None if self.initial is None else self.initial.to(flat.dtype)
-        nearest = self.mode == "nearest"
-        found = kernels.trace_rows(flat, self.active, self.decay, initial, nearest, index)
-        return found.view(len(index), *self.spikes.shape[2:])
+        return kernels.TraceInput(flat, self.active, self.decay, initial, self.mode == "nearest")
+
+    def rows(self, index: Tensor) -> Tensor:
+        """The traces at the flat rows ``index`` (t * B + b): ``(len(index), ...)``."""
+        source = self._kernel_input()
+        if source is None:
+            return self.full.flatten(0, 1)[index]
+        return kernels.trace_rows(source, index).view(len(index), *self.spikes.shape[2:])
 
     def scatter_rows(
         self, rows: Tensor, targets: Tensor, weights: Tensor, size: int, offset: float = 0.0
@@ -139,14 +145,10 @@ class Traces:
         """``sum_k weights[k] * (traces at row rows[k] - offset)`` added into row ``targets[k]``
         of a ``(size, features)`` matrix: STDP's update with one term per post-synaptic spike,
         without storing the traces when the kernels apply."""
-        steps, batch = self.spikes.shape[:2]
-        flat = self.spikes.reshape(steps, batch, -1)
-        if "full" in self.__dict__ or not kernels.applies(flat, weights):
+        source = self._kernel_input(weights)
+        if source is None:
             return scatter_add_rows(self.rows(rows).flatten(1) - offset, targets, weights, size)
-        initial = None if self.initial is None else self.initial.to(flat.dtype)
-        nearest = self.mode == "nearest"
-        args = (flat, self.active, self.decay, initial, nearest, rows, targets, weights, size)
-        return kernels.trace_scatter(*args, offset)
+        return kernels.trace_scatter(source, rows, targets, weights, size, offset)
 
     def last(self) -> Tensor:
         """The traces after the last step ``(B, ...)``: where the next window starts from."""
