@@ -3,9 +3,10 @@
 Model and data are given by class path in the YAML (any LightningModule / LightningDataModule),
 every field can be overridden on the command line, and ``--print_config`` prints the whole
 resolved recipe. Defaults added here: a CSV logger under ``runs/``, HDF5 checkpoints (best by
-``val_acc`` and last) beside the logs, a learning-curve PNG after fit, and a test run on the best
-checkpoint after fit that prints the test accuracy. Mistakes in the recipe end in one error line
-that names the key, not a traceback.
+``val_acc`` and last) beside the logs, a learning-curve PNG after fit, a test run on the best
+checkpoint after fit that prints the test accuracy, and for ``predict`` an HDF5 file of the
+predictions (``--predictions``, default ``predictions.h5`` in the run's log folder). Mistakes in
+the recipe end in one error line that names the key, not a traceback.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from eventsnn.checkpoint import (
 from eventsnn.data.errors import ConfigError
 from eventsnn.events.core import EventsError
 from eventsnn.models.plots import LearningCurvePlot
+from eventsnn.models.predictions import PredictionsWriter
 from eventsnn.nn import NetworkError, NeuronConfigError, SurrogateError
 
 KEYED_ERRORS: dict[type[Exception], str] = {
@@ -121,6 +123,13 @@ class EventsnnCLI(LightningCLI):
             default=True,
             help="after fit, test the best checkpoint and print the test accuracy",
         )
+        parser.add_argument(
+            "--predictions",
+            type=str | None,
+            default=None,
+            help="predict: the HDF5 file for the probabilities, predicted classes and labels "
+            "(default: predictions.h5 in the run's log folder)",
+        )
 
     def _parse_ckpt_path(self) -> None:
         """Take the model's hyper-parameters from an HDF5 ``--ckpt_path`` as Lightning does from a
@@ -162,7 +171,15 @@ class EventsnnCLI(LightningCLI):
                 "model.network", f"the last layer has {outputs} outputs, the data {classes} classes"
             )
 
-    before_fit = before_validate = before_test = before_predict = _check_data_fits_model
+    before_fit = before_validate = before_test = _check_data_fits_model
+
+    def before_predict(self) -> None:
+        """Check the data as for the other commands, then add the predictions' writer."""
+        self._check_data_fits_model()
+        path = self.config["predict"].get("predictions")
+        if not path:
+            path = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "predictions.h5"
+        self.trainer.callbacks.append(PredictionsWriter(path))
 
     def after_fit(self) -> None:
         """Test the best checkpoint (or the final weights) and print the test accuracy."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import yaml
 from fixtures.datasets.layouts import write_dvsgesture, write_nmnist, write_shd
@@ -116,3 +118,16 @@ def test_ndigits_recipe_learns_and_writes_checkpoints_and_curves(tmp_path: Path,
     table = capsys.readouterr().out.splitlines()
     tested = float(next(x for x in table if x.split()[:1] == ["test_acc"]).split()[1])
     assert tested == pytest.approx(accuracy, abs=1e-4)
+    # `predict` on the same checkpoint writes what it computed: the test split, same accuracy
+    out = tmp_path / "predictions.h5"
+    predict_args = ["predict", *test_args[1:], "--predictions", str(out)]
+    assert main(predict_args) == 0
+    assert f"-> {out}" in capsys.readouterr().out
+    with h5py.File(out) as stored:
+        probabilities = stored["probabilities"][:]
+        assert probabilities.shape[1] == 10
+        np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-5)
+        assert (stored["predicted"][:] == probabilities.argmax(1)).all()
+        assert len(stored["labels"]) == len(probabilities)
+        assert stored.attrs["accuracy"] == pytest.approx(accuracy, abs=1e-4)
+        assert stored.attrs["model"] == "eventsnn.models.classifier.SpikingClassifier"
