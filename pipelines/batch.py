@@ -67,6 +67,12 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--batch-size", type=int, default=32, help="windows per batch")
     parser.add_argument("--num-workers", type=int, default=0, help="data-loader workers a rank")
+    parser.add_argument(
+        "--readers",
+        type=int,
+        default=0,
+        help="threads a process reading and encoding recordings ahead of the model (0: none)",
+    )
     parser.add_argument("--accelerator", type=str, default="cpu")
     parser.add_argument("--devices", type=int, default=1, help="processes (devices) a node")
     parser.add_argument("--num-nodes", "--num_nodes", type=int, default=1, help="machines")
@@ -265,6 +271,7 @@ def run(args: Any) -> int:
             sensor_size=recipe.sensor_size,
             batch_size=args.batch_size,
             input_shape=None if args.encode_only else input_shape,
+            readers=args.readers,
         )
         predictor = WindowPredictor(None if args.encode_only else model, args.encode_only)
         trainer.predict(predictor, datamodule=data, return_predictions=False)

@@ -191,17 +191,21 @@ def test_encode_only_writes_tonic_frames(setup):
             np.testing.assert_array_equal(frames, to_frame(window))
 
 
-def test_data_loader_workers_share_the_recordings(setup, tmp_path):
-    outputs = {workers: tmp_path / f"w{workers}.h5" for workers in (0, 2)}
-    for workers, output in outputs.items():
-        run(setup, output, "--num-workers", str(workers), inputs=f"{setup['folder']}/r*")
+@pytest.mark.parametrize("option", ["--num-workers", "--readers"])
+def test_workers_and_reader_threads_share_the_recordings(setup, tmp_path, option):
+    outputs = {count: tmp_path / f"w{count}.h5" for count in (0, 2)}
+    for count, output in outputs.items():
+        run(setup, output, option, str(count), "--batch-size", "4", inputs=f"{setup['folder']}/r*")
     with h5py.File(outputs[0], "r") as one, h5py.File(outputs[2], "r") as two:
         assert sorted(one["recordings"]) == sorted(two["recordings"])
         assert len(two["recordings"]) == len(GOOD)
-        for key, group in one["recordings"].items():
+        for key, group in one["recordings"].items():  # rows of interleaved recordings kept apart
+            other = two["recordings"][key]
             np.testing.assert_allclose(
-                group["probabilities"][:], two["recordings"][key]["probabilities"][:], atol=1e-6
+                group["probabilities"][:], other["probabilities"][:], atol=1e-6
             )
+            np.testing.assert_array_equal(group["t_start"][:], other["t_start"][:])
+            assert group.attrs["n_events"] == other.attrs["n_events"]
 
 
 def test_yaml_config_with_count_windows(setup, tmp_path):

@@ -91,9 +91,10 @@ def test_sigkill_loses_nothing_finished(setup, capsys, batch_size):
 
 
 @pytest.mark.slow
-def test_sigint_merges_what_was_finished(setup, capsys):
-    output = setup["root"] / "interrupted.h5"
-    result = start_and_stop(setup, output, signal.SIGINT)
+@pytest.mark.parametrize("readers", ["0", "1"])  # read in the main thread, or a background one
+def test_sigint_merges_what_was_finished(setup, capsys, readers):
+    output = setup["root"] / f"interrupted-{readers}.h5"
+    result = start_and_stop(setup, output, signal.SIGINT, "--readers", readers)
     assert result.returncode != 0
     with h5py.File(output, "r") as file:  # merged on the way out, readable
         merged = len(file["recordings"])

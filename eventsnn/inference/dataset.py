@@ -1,7 +1,8 @@
 """Windows of many recordings as batches: an IterableDataset sharded over ranks and workers.
 
 Each process of a run (rank x data-loader worker) takes every n-th recording, streams it as
-windows (`iter_windows`), encodes each window with the training transforms and yields batches
+windows (`iter_windows`), encodes each window with the training transforms (with `readers`,
+in that many background threads reading recordings side by side) and yields batches
 ``{"x": (T, B, ...) float tensor or None, "windows": per-window int64 columns, "finished": [...]}``.
 A recording's record in ``finished`` (path, size, checksum, events, windows, error) comes with the
 batch holding its last windows, after all of them. A recording that cannot be read, is empty or
@@ -23,6 +24,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from eventsnn.data.pipeline import Pipeline
 from eventsnn.events import EventsError, SensorSize
+from eventsnn.inference.background import read_ahead
 from eventsnn.inference.results import file_checksum
 from eventsnn.inference.windows import Window, WindowConfig, iter_windows
 
@@ -51,8 +53,10 @@ class WindowDataset(IterableDataset):
         input_shape: Sequence[int] | None = None,
         rank: int = 0,
         world_size: int = 1,
+        readers: int = 0,
     ) -> None:
         super().__init__()
+        self.readers = readers
         self.tasks = list(tasks)
         self.window = window
         self.encode = Pipeline(list(transforms))
@@ -72,15 +76,22 @@ class WindowDataset(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         batch = _BatchBuilder(self.batch_size)
-        for task in self.my_tasks():
-            for window, encoded in self._encoded_windows(task, batch):
-                yield from batch.add(task.index, window, encoded)
+        recordings = (self._recording_items(task) for task in self.my_tasks())
+        if self.readers:  # recordings read by threads, two batches ahead of the model
+            items = read_ahead(recordings, self.readers, depth=2 * self.batch_size)
+        else:
+            items = (item for recording in recordings for item in recording)
+        for item in items:
+            if isinstance(item, dict):
+                batch.finish(item)
+            else:
+                yield from batch.add(*item)
         yield from batch.flush()
 
-    def _encoded_windows(
-        self, task: RecordingTask, batch: _BatchBuilder
-    ) -> Iterator[tuple[Window, np.ndarray]]:
-        """The task's encoded windows; its record goes to `batch` when it ends, error or not."""
+    def _recording_items(
+        self, task: RecordingTask
+    ) -> Iterator[tuple[int, Window, np.ndarray] | dict[str, Any]]:
+        """The task's (recording, window, encoded window), then its record, error or not."""
         started = time.perf_counter()
         record: dict[str, Any] = {"recording": task.index, "path": task.path, "error": ""}
         n_events = n_windows = 0
@@ -92,7 +103,7 @@ class WindowDataset(IterableDataset):
                 self._check_shape(task.path, encoded)
                 n_events = max(n_events, window.first_event + len(window.events))
                 n_windows += 1
-                yield window, encoded
+                yield task.index, window, encoded
             if n_events == 0:
                 raise EventsError(f"{task.path}: the recording holds no events")
         except Exception as error:  # a batch job records any failure and goes on
@@ -100,7 +111,7 @@ class WindowDataset(IterableDataset):
             if "sensor" in record["error"]:
                 record["error"] += f" (the checkpoint's model takes sensor size {self.sensor_size})"
         record.update(n_events=n_events, n_windows=n_windows, seconds=time.perf_counter() - started)
-        batch.finish(record)
+        yield record
 
     def _check_shape(self, path: str, encoded: np.ndarray) -> None:
         if self.input_shape is not None and encoded.shape[1:] != self.input_shape:
