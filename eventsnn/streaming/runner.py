@@ -59,8 +59,11 @@ class ModelAdapter:
     A ``SpikingClassifier`` (anything with a ``net`` whose output is the spikes, a ``forward``
     that returns the readout activity, and a ``readout_fn``) is called as a whole, with the spikes
     taken from its network's output; its readout (spike count, max or mean membrane) turns a
-    window's activity into class scores. Any other module is taken as a network whose output is
-    the spikes, read out by spike count.
+    window's activity into class scores. A model that scores whole windows of frames with
+    ``logits(frames)`` (``STDPClassifier``: it sums a window's frames and encodes them itself)
+    keeps the frames as its activity and is read out once per window; it has no per-step output
+    spikes. Any other module is taken as a network whose output is the spikes, read out by spike
+    count.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -68,27 +71,33 @@ class ModelAdapter:
         self.classifier = isinstance(getattr(model, "net", None), nn.Module) and callable(
             getattr(model, "readout_fn", None)
         )
-        if not self.classifier and isinstance(model, pl.LightningModule):
+        self.windowed = not self.classifier and callable(getattr(model, "logits", None))
+        if not (self.classifier or self.windowed) and isinstance(model, pl.LightningModule):
             raise StreamError(
                 f"{type(model).__name__} cannot be streamed: the runner reads out a "
-                "SpikingClassifier (net + readout) or a plain spiking network"
+                "SpikingClassifier (net + readout), a model with logits(frames) per window, "
+                "or a plain spiking network"
             )
         self._spikes: torch.Tensor | None = None
         if self.classifier:
             model.net.register_forward_hook(self._keep_spikes)
         shape = getattr(model, "input_shape", None)
         self.input_shape = None if shape is None else tuple(int(s) for s in shape)
+        if self.windowed and self.input_shape is None:
+            raise StreamError(f"{type(model).__name__} does not say its input_shape")
 
     def _keep_spikes(self, _: nn.Module, __: Any, spikes: torch.Tensor) -> None:
         self._spikes = spikes
 
     def __call__(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Spikes and activity (T, K) of a (T, 1, ...) input, continuing from the state."""
+        n = len(x)
+        if self.windowed:  # the window's frames are read out together, in `readout`
+            return np.zeros((n, 0)), x.reshape(n, -1).to("cpu", torch.float64).numpy()
         with torch.no_grad():
             activity = self.model(x)
             spikes = self._spikes if self.classifier else activity
         self._spikes = None
-        n = len(x)
         return (
             spikes.reshape(n, -1).to("cpu", torch.float64).numpy(),
             activity.reshape(n, -1).to("cpu", torch.float64).numpy(),
@@ -96,9 +105,14 @@ class ModelAdapter:
 
     def readout(self, activity: np.ndarray) -> np.ndarray:
         """Class scores (N, K) of the activity (T, N, K) of N windows."""
-        if not self.classifier:
+        if not (self.classifier or self.windowed):
             return spike_count_readout(activity)
         with torch.no_grad():
+            if self.windowed:
+                frames = torch.from_numpy(activity).reshape(*activity.shape[:2], *self.input_shape)
+                weight = next(self.model.parameters())
+                scores = self.model.logits(frames.to(weight.device, weight.dtype))
+                return scores.to("cpu", torch.float64).numpy()
             return self.model.readout_fn(torch.from_numpy(activity)).numpy()
 
 
