@@ -188,7 +188,8 @@ def summary(output: str, paths: Sequence[str], skipped: int, seconds: float) -> 
     from eventsnn.inference import iter_records
 
     wanted = set(paths)
-    records = [r for r in iter_records(output) if r.get("path") in wanted]
+    keys = ("path", "status", "error", "n_events", "n_windows")
+    records = [r for r in iter_records(output, keys) if r.get("path") in wanted]
     failed = [r for r in records if r.get("status") == "failed"]
     events = sum(int(r.get("n_events", 0)) for r in records)
     windows = sum(int(r.get("n_windows", 0)) for r in records)

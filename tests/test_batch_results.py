@@ -80,6 +80,7 @@ def test_recordings_of_a_batch_are_committed_together_in_one_file(tmp_path):
     commit_parts(folder, parts)
     assert len(list(folder.glob("*.h5"))) == 1
     assert completed(output) == {f"/data/{i}.npy": f"s{i}" for i in range(3)}
+    assert [set(r) for r in iter_records(output, ("path", "not-an-attribute"))] == [{"path"}] * 3
     assert {r["path"]: r["predicted"] for r in iter_records(output)} == {
         "/data/0.npy": 0,
         "/data/1.npy": 1,

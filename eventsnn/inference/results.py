@@ -64,17 +64,17 @@ def parts_dir(output: str | os.PathLike) -> Path:
     return output.with_name(output.name + ".parts")
 
 
-def iter_records(output: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Attributes of every finished recording: the final file's, then the parts', oldest first."""
+def iter_records(
+    output: str | os.PathLike, keys: Sequence[str] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Attributes (all, or `keys`) of every finished recording: the final file's, then the
+    parts', oldest first."""
     output = Path(output)
-    if output.exists():
-        with h5py.File(output, "r") as file:
+    files = [output] if output.exists() else []
+    for path in [*files, *part_files(output)]:
+        with h5py.File(path, "r") as file:
             for group in file.get(RECORDINGS, {}).values():
-                yield record_attrs(group)
-    for part in part_files(output):
-        with h5py.File(part, "r") as file:
-            for group in file.get(RECORDINGS, {}).values():
-                yield record_attrs(group)
+                yield record_attrs(group, keys)
 
 
 def part_files(output: str | os.PathLike) -> list[Path]:
@@ -92,12 +92,15 @@ def new_part_path(folder: Path) -> Path:
 
 def completed(output: str | os.PathLike) -> dict[str, str]:
     """path -> checksum of the recordings a previous run finished (done or failed on content)."""
-    return {r["path"]: r["sha256"] for r in iter_records(output) if r["sha256"]}
+    records = iter_records(output, ("path", "sha256"))
+    return {r["path"]: r["sha256"] for r in records if r.get("sha256")}
 
 
-def record_attrs(group: h5py.Group) -> dict[str, Any]:
-    """A recording group's attributes as plain Python values."""
-    return {key: _plain(value) for key, value in group.attrs.items()}
+def record_attrs(group: h5py.Group, keys: Sequence[str] | None = None) -> dict[str, Any]:
+    """A recording group's attributes (all, or those of `keys` it has) as plain Python values."""
+    attrs = group.attrs
+    names = attrs.keys() if keys is None else [key for key in keys if key in attrs]
+    return {key: _plain(attrs[key]) for key in names}
 
 
 def _plain(value: Any) -> Any:
