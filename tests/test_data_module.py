@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,21 @@ def test_cache_key_changes_with_every_transform_parameter():
     assert describe(np.arange(3)) != describe(np.arange(1, 4))
     as_parsed = dataclasses.replace(frames, overlap=0.0, sensor_size=[34, 34, 2])
     assert cache_key(describe([as_parsed])) == cache_key(describe([frames]))
+
+
+def scaler(factor: float):
+    return lambda events: events * factor
+
+
+def test_cache_key_tells_functions_apart_by_what_they_do():
+    def key(fn) -> str:
+        return cache_key(describe([fn]))
+
+    assert key(lambda e: e[::2]) != key(lambda e: e[::3])  # same qualified name, other code
+    assert key(scaler(2.0)) != key(scaler(3.0))  # same code, other closure
+    assert key(scaler(2.0)) == key(scaler(2.0))
+    assert key(np.flip) == key(np.flip) != key(np.sort)
+    assert key(functools.partial(np.clip, a_min=0)) != key(functools.partial(np.clip, a_min=1))
 
 
 def test_disk_cache_computes_once_then_reads_from_disk(tmp_path: Path):

@@ -33,7 +33,9 @@ def describe(obj: Any) -> Any:
     """A JSON-able description of ``obj`` with all its parameters (for a transform: class + fields).
 
     Dataclasses (tonic's and our transforms) give their fields, other objects their public
-    attributes, functions their import path, arrays a digest of their bytes.
+    attributes, functions their import path plus a digest of their code, defaults and closure
+    (two lambdas differ; the globals a function reads are not followed), arrays a digest of
+    their bytes.
     """
     if isinstance(obj, np.generic):
         obj = obj.item()
@@ -52,14 +54,39 @@ def describe(obj: Any) -> Any:
         return {str(key): describe(value) for key, value in sorted(obj.items(), key=str)}
     if isinstance(obj, functools.partial):
         return {"partial": describe([obj.func, obj.args, obj.keywords])}
-    if isinstance(obj, type | types.FunctionType | types.BuiltinFunctionType | types.MethodType):
-        return {"callable": f"{obj.__module__}.{obj.__qualname__}"}
+    if isinstance(obj, types.MethodType):
+        return {"method": describe(obj.__func__), "of": describe(obj.__self__)}
+    if isinstance(obj, types.FunctionType):
+        closure = [cell.cell_contents for cell in obj.__closure__ or ()]
+        return {
+            "callable": f"{obj.__module__}.{obj.__qualname__}",
+            "code": code_digest(obj.__code__),
+            "defaults": describe([obj.__defaults__, obj.__kwdefaults__, closure]),
+        }
+    if isinstance(obj, types.ModuleType):
+        return {"module": obj.__name__}
+    qualname = getattr(obj, "__qualname__", None)  # classes, builtins, wrapped functions
+    if callable(obj) and isinstance(qualname, str) and not dataclasses.is_dataclass(obj):
+        return {"callable": f"{getattr(obj, '__module__', None)}.{qualname}"}
     if dataclasses.is_dataclass(obj):
         params = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
     else:
         params = {k: v for k, v in getattr(obj, "__dict__", {}).items() if not k.startswith("_")}
     kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
     return {"class": kind, "params": describe(params)}
+
+
+def code_digest(code: types.CodeType) -> str:
+    """A digest of what a code object does: its bytecode, names and constants (nested code
+    included), not where it sits in which file."""
+    parts = [code.co_code, repr(code.co_names).encode()]
+    for const in code.co_consts:
+        parts.append(
+            code_digest(const).encode()
+            if isinstance(const, types.CodeType)
+            else repr(const).encode()
+        )
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 
 
 def cache_key(description: Any) -> str:
