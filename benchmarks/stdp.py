@@ -210,6 +210,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).with_suffix(".md")))
     parser.add_argument("--note", default="", help="a line about the machine's load")
     args = parser.parse_args()
+    if args.rounds < 1 or args.repeats < 1 or args.batches < 1:
+        parser.error("--rounds, --repeats and --batches must be at least 1")
     if args.worker:
         worker(args)
         return

@@ -60,6 +60,8 @@ class CompetitiveLayer(nn.Module):
         adapt: bool = True,
     ) -> None:
         super().__init__()
+        if winners is not None and winners < 1:
+            raise LearningError(f"CompetitiveLayer winners must be None or >= 1, got {winners}")
         if in_features < 1 or out_features < 1:
             raise LearningError(
                 f"CompetitiveLayer needs positive sizes, got in_features={in_features}, "
@@ -78,7 +80,7 @@ class CompetitiveLayer(nn.Module):
         self.theta_decay = float(theta_decay)
         self.reduce: Reduce = reduce
         self.adapt = adapt
-        self.input_activity: kernels.Active | None = None  # CSR of the last training input
+        self._last_input: tuple[Tensor, int, kernels.Active | None] | None = None
         self._transposed: Tensor | None = None  # see _weights_by_input
 
     @property
@@ -111,8 +113,8 @@ class CompetitiveLayer(nn.Module):
             else:
                 active = None
                 out = self._run(sparse_linear(spikes, weight) * gain, gain)
-            # kept while training: STDP's traces of these inputs reuse it
-            self.input_activity = active if self.training else None
+            # kept while training: STDP's traces of this input reuse it (see activity_of)
+            self._last_input = (spikes, spikes._version, active) if self.training else None
             if self.training and self.adapt:
                 self.theta.copy_(
                     adaptive_threshold_window(
@@ -120,6 +122,14 @@ class CompetitiveLayer(nn.Module):
                     )
                 )
         return out
+
+    def activity_of(self, spikes: Tensor) -> kernels.Active | None:
+        """The `kernels.active_inputs` found for ``spikes`` if they were this layer's last
+        training input, unchanged since (else None): STDP's traces reuse them."""
+        if self._last_input is None:
+            return None
+        last, version, active = self._last_input
+        return active if last is spikes and version == spikes._version else None
 
     def _weights_by_input(self, weight: Tensor) -> Tensor:
         """The weights transposed (in, out), as the kernel reads them, copied into a buffer kept

@@ -24,7 +24,7 @@ from eventsnn.learning.errors import LearningError
 from eventsnn.learning.homeostasis import normalization_factors
 from eventsnn.learning.inhibition import channel_wta
 from eventsnn.learning.stdp import ConvGeometry, PairSTDP, Reduce, Rule
-from eventsnn.learning.traces import Traces, as_last, trace_decay, traces_before
+from eventsnn.learning.traces import Traces, trace_decay, traces_before
 from eventsnn.nn.state import StateError, Stateful
 
 
@@ -77,6 +77,11 @@ def learnable_weight(module: nn.Module, name: str) -> tuple[nn.Parameter, ConvGe
     )
 
 
+def _whole(traces: Mapping[str, Traces]) -> dict[str, Tensor]:
+    """Whole trace sequences, for rules that read them as tensors (no ``lazy_traces``)."""
+    return {name: values.full for name, values in traces.items()}
+
+
 def _state_key(layer: str, trace: str) -> str:
     # no dots: eventsnn.nn.set_states splits "<module path>.<state name>" at the last dot
     return f"{layer.replace('.', '/')}:{trace}"
@@ -105,7 +110,7 @@ class STDPLearner(Stateful, nn.Module):
         self._weights: dict[str, tuple[nn.Parameter, ConvGeometry | None]] = {}
         self._decays: dict[str, dict[str, float]] = {}
         self._captured: dict[str, tuple[Tensor, Tensor, kernels.Active | None]] = {}
-        self._traces: dict[str, Tensor | Traces] = {}
+        self._traces: dict[str, Tensor] = {}
         for name, spec in self.plasticity.items():
             if name not in modules:
                 known = [n for n in modules if n]
@@ -120,8 +125,9 @@ class STDPLearner(Stateful, nn.Module):
     def _hook(self, name: str) -> Callable:
         def capture(module: nn.Module, inputs: tuple, output: Tensor) -> None:
             if self.capturing:
-                # a layer that found its active inputs (CompetitiveLayer) saves the traces that work
-                active = getattr(module, "input_activity", None)
+                # a layer that found its input's active inputs (CompetitiveLayer) saves that work
+                activity_of = getattr(module, "activity_of", None)
+                active = activity_of(inputs[0]) if callable(activity_of) else None
                 self._captured[name] = (inputs[0].detach(), output.detach(), active)
 
         return capture
@@ -164,7 +170,7 @@ class STDPLearner(Stateful, nn.Module):
             traces, before = {}, {}
             for trace, (side, _) in spec.rule.trace_taus().items():
                 decay, key = self._decays[name][trace], _state_key(name, trace)
-                initial = as_last(self._traces.get(key)) if self.carry_traces else None
+                initial = self._traces.get(key) if self.carry_traces else None
                 if initial is not None and initial.shape != spikes[side].shape[1:]:
                     initial = None  # another batch size: a new recording
                 active = pre_active if side == "pre" else None
@@ -172,10 +178,12 @@ class STDPLearner(Stateful, nn.Module):
                 traces[trace] = Traces(spikes[side], decay, initial, mode, active)
                 if spec.rule.reads_before:
                     before[trace] = traces_before(traces[trace].full, initial, decay)
-                self._traces[key] = traces[trace]  # its last step is computed only when read
+            given = traces if getattr(spec.rule, "lazy_traces", False) else _whole(traces)
             out[name] = spec.rule.update(
-                weight, spikes["pre"], spikes["post"], traces, before, conv, self.reduce
+                weight, spikes["pre"], spikes["post"], given, before, conv, self.reduce
             )
+            for trace, values in traces.items():  # after the update, whose pass made them
+                self._traces[_state_key(name, trace)] = values.last()
         return out
 
     def set_gradients(self, updates: Mapping[str, Tensor]) -> None:
@@ -184,7 +192,8 @@ class STDPLearner(Stateful, nn.Module):
         for name, update in updates.items():
             weight = self._weights[name][0]
             grad = weight.grad
-            if grad is not None and (grad.shape, grad.dtype) == (update.shape, update.dtype):
+            same = (update.shape, update.dtype, update.device)
+            if grad is not None and (grad.shape, grad.dtype, grad.device) == same:
                 torch.neg(update, out=grad)
             else:
                 weight.grad = -update
@@ -204,7 +213,7 @@ class STDPLearner(Stateful, nn.Module):
 
     def get_state(self) -> dict[str, Tensor]:
         """The traces at the end of the last window, keyed ``"<layer>:<trace>"``."""
-        return {key: as_last(traces) for key, traces in self._traces.items()}
+        return dict(self._traces)
 
     def set_state(self, state: dict[str, Tensor]) -> None:
         """Continue from traces returned by `get_state`."""

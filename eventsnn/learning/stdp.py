@@ -224,6 +224,9 @@ class Rule(Protocol):
 
     trace_mode: TraceMode
     reads_before: ClassVar[bool]  # whether `update` reads the traces just before each step
+    # whether `update` takes `Traces` (computed where read) instead of whole tensors; optional,
+    # a rule without it gets tensors
+    lazy_traces: ClassVar[bool]
 
     def trace_taus(self) -> Mapping[str, tuple[Side, float]]:
         """Trace name -> (the side whose spikes feed it, its time constant in steps of dt)."""
@@ -258,6 +261,7 @@ class PairSTDP:
     trace_mode: TraceMode = "all_to_all"
 
     reads_before: ClassVar[bool] = False
+    lazy_traces: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_trace_mode(self.trace_mode)
@@ -309,6 +313,7 @@ class TripletSTDP:
     trace_mode: TraceMode = "all_to_all"
 
     reads_before: ClassVar[bool] = True
+    lazy_traces: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_trace_mode(self.trace_mode)
@@ -364,6 +369,7 @@ class DiehlCookSTDP:
     trace_mode: TraceMode = "all_to_all"
 
     reads_before: ClassVar[bool] = False
+    lazy_traces: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_trace_mode(self.trace_mode)

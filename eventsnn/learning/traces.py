@@ -104,13 +104,10 @@ class Traces:
         mode: TraceMode = "all_to_all",
         active: kernels.Active | None = None,
     ) -> None:
+        self.spikes, self.decay, self.initial = spikes, decay, initial
+        self.mode = check_trace_mode(mode)
         self.active = active
-        self.spikes, self.decay, self.initial, self.mode = (
-            spikes,
-            decay,
-            initial,
-            check_trace_mode(mode),
-        )
+        self._last: Tensor | None = None  # the traces after the last step, once a pass made them
 
     @property
     def shape(self) -> torch.Size:
@@ -129,15 +126,17 @@ class Traces:
         flat = self.spikes.reshape(steps, batch, -1)
         if "full" in self.__dict__ or not kernels.applies(flat, *others):
             return None
+        active = self.active if self.active and self.active[2].dtype == flat.dtype else None
         initial = None if self.initial is None else self.initial.to(flat.dtype)
-        return kernels.TraceInput(flat, self.active, self.decay, initial, self.mode == "nearest")
+        return kernels.TraceInput(flat, active, self.decay, initial, self.mode == "nearest")
 
     def rows(self, index: Tensor) -> Tensor:
         """The traces at the flat rows ``index`` (t * B + b): ``(len(index), ...)``."""
         source = self._kernel_input()
         if source is None:
             return self.full.flatten(0, 1)[index]
-        return kernels.trace_rows(source, index).view(len(index), *self.spikes.shape[2:])
+        found, self._last = kernels.trace_rows(source, index)
+        return found.view(len(index), *self.spikes.shape[2:])
 
     def scatter_rows(
         self, rows: Tensor, targets: Tensor, weights: Tensor, size: int, offset: float = 0.0
@@ -148,13 +147,18 @@ class Traces:
         source = self._kernel_input(weights)
         if source is None:
             return scatter_add_rows(self.rows(rows).flatten(1) - offset, targets, weights, size)
-        return kernels.trace_scatter(source, rows, targets, weights, size, offset)
+        update, self._last = kernels.trace_scatter(source, rows, targets, weights, size, offset)
+        return update
 
     def last(self) -> Tensor:
-        """The traces after the last step ``(B, ...)``: where the next window starts from."""
-        steps, batch = self.spikes.shape[:2]
-        index = torch.arange(batch, device=self.spikes.device) + (steps - 1) * batch
-        return self.rows(index)
+        """The traces after the last step ``(B, ...)``: where the next window starts from (kept
+        from the pass that made them, if any)."""
+        if self._last is None:
+            source = self._kernel_input()
+            if source is None:
+                return self.full[-1]
+            self._last = kernels.trace_rows(source, torch.zeros(0, dtype=torch.long))[1]
+        return self._last.view(self.spikes.shape[1:])
 
 
 def scatter_add_rows(values: Tensor, targets: Tensor, weights: Tensor, size: int) -> Tensor:
@@ -166,8 +170,3 @@ def scatter_add_rows(values: Tensor, targets: Tensor, weights: Tensor, size: int
 def as_tensor(traces: Tensor | Traces) -> Tensor:
     """The whole sequence of ``traces`` (a tensor is returned as it is)."""
     return traces.full if isinstance(traces, Traces) else traces
-
-
-def as_last(traces: Tensor | Traces | None) -> Tensor | None:
-    """The traces after the last step of ``traces`` (a tensor is taken as that already)."""
-    return traces.last() if isinstance(traces, Traces) else traces

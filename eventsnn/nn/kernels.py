@@ -291,9 +291,9 @@ def _helper_threads() -> int:
     return 1
 
 
-def run_in_parts(kernel, args: tuple, n: int, grain: int = 4096) -> None:
+def run_in_parts(kernel, args: tuple, n: int, grain: int = 4096, align: int = 16) -> None:
     """kernel(*args, lo, hi) over 0..n in up to `_helper_threads()` parts of >= grain items
-    each, in threads (the kernels drop the GIL)."""
+    each, part bounds on multiples of ``align``, in threads (the kernels drop the GIL)."""
     args = tuple(a.detach().numpy() if isinstance(a, torch.Tensor) else a for a in args)
     parts = max(1, min(_helper_threads(), n // grain))
     if parts == 1:
@@ -301,7 +301,7 @@ def run_in_parts(kernel, args: tuple, n: int, grain: int = 4096) -> None:
         return
     if not _POOL or _POOL[0]._max_workers < parts:
         _POOL[:] = [ThreadPoolExecutor(parts, thread_name_prefix="eventsnn-neuron")]
-    bounds = [n * k // parts // 16 * 16 for k in range(parts)] + [n]
+    bounds = [n * k // parts // align * align for k in range(parts)] + [n]
     jobs = [_POOL[0].submit(kernel, *args, lo, hi) for lo, hi in itertools.pairwise(bounds)]
     for job in jobs:
         job.result()
