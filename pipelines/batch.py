@@ -127,13 +127,13 @@ def launcher_rank() -> int:
 
 def pending_recordings(paths: Sequence[str], output: str) -> tuple[list[str], list[str]]:
     """(to do, already done): done means in the output with the same checksum."""
-    from eventsnn.inference import completed, file_checksum
+    from eventsnn.inference import completed, same_checksum
 
     done_before = completed(output)
     todo, done = [], []
     for path in paths:
         try:
-            same = path in done_before and file_checksum(path) == done_before[path]
+            same = path in done_before and same_checksum(path, done_before[path])
         except OSError:
             same = False
         (done if same else todo).append(path)
@@ -147,7 +147,7 @@ def run_metadata(args: Any, recipe: Any, paths: Sequence[str], started: float) -
     import pytorch_lightning
     import torch
 
-    from eventsnn.inference import file_checksum
+    from eventsnn.inference import file_digest
 
     try:
         from importlib.metadata import version
@@ -157,7 +157,7 @@ def run_metadata(args: Any, recipe: Any, paths: Sequence[str], started: float) -
         eventsnn_version = "unknown"
     return {
         "checkpoint": os.path.abspath(args.checkpoint),
-        "checkpoint_sha256": file_checksum(args.checkpoint),
+        "checkpoint_sha256": file_digest(args.checkpoint, "sha256"),
         "mode": "encode" if args.encode_only else "predict",
         "started": datetime.fromtimestamp(started, UTC).isoformat(),
         "started_unix": started,

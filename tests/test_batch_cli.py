@@ -6,6 +6,7 @@ encoded with tonic's ToFrame and run through the classifier directly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -162,10 +163,11 @@ def test_resume_skips_done_and_redoes_changed_files(setup, capsys):
     second = {r["path"]: r for r in iter_records(output)}
     changed = str(folder / "r4.es")
     assert (
-        second[changed]["n_events"] == 500 and second[changed]["sha256"] != first[changed]["sha256"]
+        second[changed]["n_events"] == 500
+        and second[changed]["checksum"] != first[changed]["checksum"]
     )
-    assert {p: r["sha256"] for p, r in second.items() if p != changed} == {
-        p: r["sha256"] for p, r in first.items() if p != changed
+    assert {p: r["checksum"] for p, r in second.items() if p != changed} == {
+        p: r["checksum"] for p, r in first.items() if p != changed
     }
     with h5py.File(output, "r") as file:
         assert len(json.loads(file.attrs["runs"])) == 2
@@ -173,6 +175,19 @@ def test_resume_skips_done_and_redoes_changed_files(setup, capsys):
     assert re.search(r"processed now\s+7\n", capsys.readouterr().out)
     with h5py.File(output, "r") as file:
         assert len(json.loads(file.attrs["runs"])) == 1
+
+
+def test_results_of_format_1_with_sha256_still_resume(setup, tmp_path, capsys):
+    output = tmp_path / "old.h5"
+    inputs = str(setup["folder"] / "r0.npy")
+    run(setup, output, inputs=inputs)
+    with h5py.File(output, "r+") as file:  # rewrite the record as format 1 stored it
+        (group,) = file["recordings"].values()
+        del group.attrs["checksum"]
+        group.attrs["sha256"] = hashlib.sha256(Path(inputs).read_bytes()).hexdigest()
+    capsys.readouterr()
+    run(setup, output, inputs=inputs)
+    assert re.search(r"processed now\s+0\n", capsys.readouterr().out)
 
 
 def test_encode_only_writes_tonic_frames(setup):

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import h5py
 import numpy as np
 import pytest
+import xxhash
 
 from eventsnn.data.errors import ConfigError
 from eventsnn.encoding.transforms import Denoise, ToFrame
 from eventsnn.inference import completed, data_recipe, iter_records, merge, parts_dir
 from eventsnn.inference.recipe import build_transforms, training_window
-from eventsnn.inference.results import RecordingPart, commit_parts, recording_key
+from eventsnn.inference.results import (
+    RecordingPart,
+    commit_parts,
+    file_checksum,
+    recording_key,
+    same_checksum,
+)
 from eventsnn.inference.windows import WindowConfig
 
 
@@ -27,7 +35,7 @@ def part_with_rows(
     rows = np.array(probabilities, dtype=np.float32)
     for half in (rows[:1], rows[1:]):
         part.append({"probabilities": half, "predicted": half.argmax(-1), "t_start": half[:, 0]})
-    record = {"path": path, "sha256": sha, "size": 10, "n_events": 5, "error": ""}
+    record = {"path": path, "checksum": sha, "size": 10, "n_events": 5, "error": ""}
     return part, part.finish(record, ["1_lif"])
 
 
@@ -74,7 +82,7 @@ def test_recordings_of_a_batch_are_committed_together_in_one_file(tmp_path):
     for i in range(3):
         part = RecordingPart(folder, f"/data/{i}.npy")
         part.append({"probabilities": np.eye(2, dtype=np.float32)[[i % 2]], "predicted": [i % 2]})
-        assert not part.finish({"sha256": f"s{i}", "n_events": 1, "error": ""}, ["1_lif"])
+        assert not part.finish({"checksum": f"s{i}", "n_events": 1, "error": ""}, ["1_lif"])
         parts.append(part)
     assert completed(output) == {}  # finished but not committed: not done yet
     commit_parts(folder, parts)
@@ -119,7 +127,7 @@ def test_the_newest_part_of_a_recording_wins(tmp_path):
     assert completed(output) == {"/data/a.npy": "second"}
     assert merge(output, {"mode": "predict"}) == 1
     (record,) = iter_records(output)
-    assert record["sha256"] == "second" and record["predicted"] == 1
+    assert record["checksum"] == "second" and record["predicted"] == 1
 
 
 def test_merge_keeps_old_results_and_prefers_newer_parts(tmp_path):
@@ -135,8 +143,8 @@ def test_merge_keeps_old_results_and_prefers_newer_parts(tmp_path):
     assert merge(output, {"mode": "predict"}, complete=False) == 2
     assert stray.exists()
     records = {r["path"]: r for r in iter_records(output)}
-    assert records["/data/a.npy"]["sha256"] == "new" and records["/data/a.npy"]["predicted"] == 1
-    assert records["/data/b.npy"]["sha256"] == "abc"
+    assert records["/data/a.npy"]["checksum"] == "new" and records["/data/a.npy"]["predicted"] == 1
+    assert records["/data/b.npy"]["checksum"] == "abc"
     with h5py.File(output, "r") as file:
         assert file.attrs["format"] == "eventsnn-batch-results"
         assert [run["mode"] for run in json.loads(file.attrs["runs"])] == ["predict", "predict"]
@@ -182,3 +190,26 @@ def test_recipe_sensor_size_and_missing_parts():
         data_recipe({"dataset": "NDigits"}, "ck.h5")
     with pytest.raises(ConfigError, match=r"^window_us:.*--window-us"):
         data_recipe({"transform": [denoise], "dataset": "NMNIST"}, "ck.h5")
+
+
+def test_checksums_name_their_algorithm_and_match_the_hash_libraries(tmp_path):
+    path = tmp_path / "rec.bin"
+    data = np.random.default_rng(0).bytes(3_000_001)
+    path.write_bytes(data)
+    assert file_checksum(path) == f"xxh3_128:{xxhash.xxh3_128(data).hexdigest()}"
+    assert file_checksum(path, "sha256") == f"sha256:{hashlib.sha256(data).hexdigest()}"
+    assert same_checksum(path, file_checksum(path))
+    assert same_checksum(path, f"sha256:{hashlib.sha256(data).hexdigest()}")  # format 1 results
+    assert not same_checksum(path, "md5:" + hashlib.md5(data).hexdigest())  # unknown: redo
+    path.write_bytes(data[:-1] + b"x")
+    assert not same_checksum(path, f"xxh3_128:{xxhash.xxh3_128(data).hexdigest()}")
+    with pytest.raises(ValueError, match="unknown checksum algorithm 'md5'"):
+        file_checksum(path, "md5")
+
+
+def test_format_1_records_give_their_sha256_as_checksum(tmp_path):
+    output = tmp_path / "out.h5"
+    with h5py.File(output, "w") as file:  # as format 1 wrote it
+        group = file.create_group("recordings").create_group(recording_key("/data/a.npy"))
+        group.attrs.update({"path": "/data/a.npy", "sha256": "ab12", "status": "done"})
+    assert completed(output) == {"/data/a.npy": "sha256:ab12"}

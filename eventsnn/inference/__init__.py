@@ -15,9 +15,11 @@ from eventsnn.inference.results import (
     FORMAT_VERSION,
     completed,
     file_checksum,
+    file_digest,
     iter_records,
     parts_dir,
     recording_key,
+    same_checksum,
 )
 from eventsnn.inference.windows import Window, WindowConfig, iter_windows
 from eventsnn.inference.writer import ResultsWriter
@@ -37,10 +39,12 @@ __all__ = [
     "completed",
     "data_recipe",
     "file_checksum",
+    "file_digest",
     "iter_records",
     "iter_windows",
     "merge",
     "parts_dir",
     "read_data_hparams",
     "recording_key",
+    "same_checksum",
 ]

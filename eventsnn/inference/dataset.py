@@ -97,7 +97,7 @@ class WindowDataset(IterableDataset):
         n_events = n_windows = 0
         try:
             record["size"] = Path(task.path).stat().st_size
-            record["sha256"] = file_checksum(task.path)
+            record["checksum"] = file_checksum(task.path)
             for window in iter_windows(task.path, self.window, self.sensor_size):
                 encoded = np.asarray(self.encode(window.events))
                 self._check_shape(task.path, encoded)
