@@ -46,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         # torch's OpenMP workers otherwise spin between operations and take the cores from the
         # fused neuron kernels' helper threads, which eventsnn.nn only starts in passive mode:
         # an NDigits training epoch ran ~30% faster (benchmarks/train_step.md). Set before torch
-        # is imported; a user's own OMP_WAIT_POLICY wins. Inference and streaming keep the
-        # default, under which single steps respond faster.
+        # is imported; a user's own OMP_WAIT_POLICY wins. Batch and stream keep the default:
+        # inference measured either way by run, and sleeping workers add wake-up latency to
+        # each small step of a stream.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     module = importlib.import_module(f"pipelines.{COMMANDS[name]}")
     return int(module.main(argv) or 0)
