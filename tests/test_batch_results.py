@@ -213,3 +213,24 @@ def test_format_1_records_give_their_sha256_as_checksum(tmp_path):
         group = file.create_group("recordings").create_group(recording_key("/data/a.npy"))
         group.attrs.update({"path": "/data/a.npy", "sha256": "ab12", "status": "done"})
     assert completed(output) == {"/data/a.npy": "sha256:ab12"}
+
+
+def test_spilled_and_buffered_recordings_of_one_batch_merge_alike(tmp_path):
+    """A recording streamed to its own file and one kept in memory end up the same way."""
+    output = tmp_path / "out.h5"
+    spilled, committed = part_with_rows(
+        output, "/data/big.npy", [[0.2, 0.8], [0.3, 0.7], [0.9, 0.1]], flush_bytes=0
+    )
+    assert committed  # its own part file, renamed into place by finish()
+    small, committed = part_with_rows(output, "/data/small.npy", [[1.0, 0.0], [1.0, 0.0]])
+    assert not committed
+    commit_parts(small.folder, [small])
+    assert len(list(small.folder.glob("*.h5"))) == 2
+    assert merge(output, {"mode": "predict"}) == 2
+    with h5py.File(output, "r") as file:
+        big = file["recordings"][recording_key("/data/big.npy")]
+        np.testing.assert_allclose(big["probabilities"][:], [[0.2, 0.8], [0.3, 0.7], [0.9, 0.1]])
+        np.testing.assert_allclose(big["t_start"][:], [0.2, 0.3, 0.9])
+        np.testing.assert_allclose(big["mean_probabilities"][:], [1.4 / 3, 1.6 / 3], rtol=1e-6)
+        assert big.attrs["predicted"] == 1 and big.attrs["predicted_majority"] == 1
+        assert file["recordings"][recording_key("/data/small.npy")].attrs["predicted"] == 0
