@@ -2,14 +2,16 @@
 
     eventsnn batch --checkpoint run/best.h5 \\
         --inputs 'recordings/**/*.{aedat4,raw,dat,es,h5,npy}' --output results.h5
-    eventsnn batch --config conf/batch.yaml [--devices 2 --strategy ddp]
+    eventsnn batch --config conf/batch.yaml [--readers 1] [--devices 2 --strategy ddp]
 
 Recordings are streamed in windows (from the checkpoint's data config unless --window-us /
 --window-events are given), encoded with the transforms the model was trained with (stored in
 the checkpoint) and run through ``Trainer.predict``; each rank writes its recordings' parts and
-rank 0 merges them (layout: `eventsnn.inference.results`). A re-run skips recordings already in
-the output with the same checksum; ``--overwrite`` starts again. A recording that cannot be read
-is recorded with its error; the exit code is 1 when any recording failed, 2 on a setup error.
+rank 0 merges them (layout: `eventsnn.inference.results`). ``--readers N`` reads and encodes
+recordings in N background threads (other cores) while the model runs. A re-run skips
+recordings already in the output with the same checksum; ``--overwrite`` starts again. A
+recording that cannot be read is recorded with its error; the exit code is 1 when any recording
+failed, 2 on a setup error.
 """
 
 from __future__ import annotations
