@@ -260,6 +260,7 @@ def render(results: dict) -> str:
     many = [r for r in results["rows"] if r[1].startswith("tonic") and r[3]["events"] > 5e7][-1][3]
     scaling_obvious = one["events"] / (many["events"] / many["seconds"])
     scaling_name = results["scaling"]["name"]
+    scaling_note = results["scaling"].get("note", "")
     machine = results["machine"]
     return f"""# Batch inference: `eventsnn batch` vs the obvious tonic + Python loop
 
@@ -291,7 +292,7 @@ results file), the steady-state rate; *vs obvious* compares *M ev/s*.
 {rows}
 
 Where two processes pay off: {scaling_name}, `eventsnn batch` only (the obvious loop would
-take ~{scaling_obvious:.0f} s at its 10-recording rate).
+take ~{scaling_obvious:.0f} s at its 10-recording rate){scaling_note}.
 
 | how | cores | s | M ev/s | M ev/s predict | vs 1 process |
 |---|---:|---:|---:|---:|---:|
