@@ -1,9 +1,10 @@
 """`WindowPredictor`: the LightningModule `Trainer.predict` runs over batches of encoded windows.
 
-It wraps a trained classifier (any module with ``logits(x)``, e.g. `SpikingClassifier`, or a plain
-spiking network read out by spike count) and returns per window: class probabilities, predicted
-label, the output layer's spike counts and every spiking layer's firing rate (spikes per neuron
-per time step), collected with forward hooks. With ``encode_only`` it returns the encoded inputs.
+It wraps a trained classifier (any module with ``logits(x)``, e.g. `SpikingClassifier` or
+`STDPClassifier`, or a plain spiking network read out by spike count) and returns per window: class
+probabilities, predicted label, the output layer's spike counts and every spiking layer's firing
+rate (spikes per neuron per time step), collected with forward hooks. With ``encode_only`` it
+returns the encoded inputs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ import torch
 from torch import nn
 
 from eventsnn.data.errors import ConfigError
+from eventsnn.learning.competitive import CompetitiveLayer
 from eventsnn.nn import SpikingNeuron, reset_states
+
+SPIKING_LAYERS = (SpikingNeuron, CompetitiveLayer)
+"""Modules whose output is spikes (T, B, ...): their counts and firing rates are reported."""
 
 
 class WindowPredictor(pl.LightningModule):
@@ -32,8 +37,9 @@ class WindowPredictor(pl.LightningModule):
         if model is not None and not neurons:
             raise ConfigError(
                 "checkpoint",
-                f"{type(model).__name__} has no eventsnn.nn spiking layer to read spike counts "
-                "and firing rates from (batch runs SpikingClassifier models and spiking networks)",
+                f"{type(model).__name__} has no spiking layer to read spike counts and firing "
+                "rates from (batch runs SpikingClassifier and STDPClassifier models and "
+                "eventsnn.nn spiking networks)",
             )
         self.layer_names = [name for name, _ in neurons]
         for _, module in neurons:
@@ -75,7 +81,7 @@ class WindowPredictor(pl.LightningModule):
 def _spiking_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) of every spiking neuron layer in forward order; names like ``1_lif``."""
     names = getattr(getattr(model, "net", None), "names", None)
-    found = [(name, m) for name, m in model.named_modules() if isinstance(m, SpikingNeuron)]
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, SPIKING_LAYERS)]
     if names is not None and len(names) == len(model.net):
         index = {id(m): f"{i}_{n}" for i, (n, m) in enumerate(zip(names, model.net, strict=True))}
         return [(index.get(id(m), name), m) for name, m in found]
