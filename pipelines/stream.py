@@ -226,7 +226,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     model = load_model(args.checkpoint)
     encoding = encoding_from_checkpoint(args.checkpoint)
-    for note in encoding.notes:
+    step_note = [encoding.step_note] if encoding.step_note and not args.step_us else []
+    for note in encoding.notes + step_note:
         print(f"eventsnn stream: note: {note}", file=sys.stderr)
     shape = getattr(model, "input_shape", None)
     model_size = shape and (shape[2], shape[1], shape[0])

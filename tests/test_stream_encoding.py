@@ -38,7 +38,7 @@ def test_bins_per_recording_leave_the_step_to_the_user():
     encoding = encoding_from_hparams(hparams)
     assert encoding.step_us is None and encoding.event_filter is None
     assert encoding.frame_size == (34, 34, 2)
-    assert "n_time_bins=16" in encoding.notes[0] and "--step-us" in encoding.notes[0]
+    assert "n_time_bins=16" in encoding.step_note and "--step-us" in encoding.step_note
 
 
 def test_other_transforms_are_reported_and_never_imported():

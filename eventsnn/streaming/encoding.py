@@ -36,6 +36,8 @@ class StreamEncoding:
     event_filter: Callable[[np.ndarray], np.ndarray] | None = None
     notes: list[str] = field(default_factory=list)
     """What could not be carried over, for the user."""
+    step_note: str | None = None
+    """Why there is no ``step_us`` (training binned per recording), for a user who gave none."""
 
 
 def _compose(filters: list[Callable[[np.ndarray], np.ndarray]]) -> Callable | None:
@@ -75,7 +77,7 @@ def encoding_from_hparams(datamodule_hparams: Mapping[str, Any] | None) -> Strea
             else:
                 bins = {k: args.get(k) for k in ("n_time_bins", "event_count", "n_event_bins")}
                 chosen = {k: v for k, v in bins.items() if v}
-                encoding.notes.append(
+                encoding.step_note = (
                     f"training used ToFrame({', '.join(f'{k}={v}' for k, v in chosen.items())}), "
                     "not a fixed time window: choose the stream's step (--step-us)"
                 )
