@@ -132,6 +132,20 @@ def test_headerless_csv_takes_the_given_sensor_size(tmp_path):
     np.testing.assert_array_equal(recording.events, make_events([1, 3], [2, 4], [10, 20], [1, 0]))
 
 
+def test_csv_header_names_the_columns_in_any_order(tmp_path):
+    path = tmp_path / "named.csv"
+    path.write_text("x,y,t,p\n3,2,100,1\n4,1,200,0\n")
+    recording = read(path, sensor_size=(8, 6, 2))
+    np.testing.assert_array_equal(recording.events, make_events([3, 4], [2, 1], [100, 200], [1, 0]))
+    path.write_text("polarity,t,y@6,x@8\n1,100,2,3\n")
+    recording = read(path)
+    assert recording.sensor_size == (8, 6, 2)
+    np.testing.assert_array_equal(recording.events, make_events([3], [2], [100], [1]))
+    path.write_text("time,x,y,p\n100,3,2,1\n")
+    with pytest.raises(EventsError, match="named.csv: CSV header .* no column for 't'"):
+        read(path)
+
+
 def test_given_sensor_size_must_agree_with_the_file(tmp_path):
     path = written(tmp_path, "evt3", random_events())
     with pytest.raises(EventsError, match="rec.raw.*sensor size"):

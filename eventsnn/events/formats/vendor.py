@@ -153,16 +153,41 @@ def open_es(path: Path) -> OpenedFile:
     )
 
 
+CSV_COLUMNS = {"t": ("t",), "x": ("x",), "y": ("y",), "on": ("on", "p", "polarity")}
+"""Column names a CSV header may give each field (faery's are t, x@W, y@H, on)."""
+
+
+def csv_columns(path: Path, header: str) -> dict[str, int]:
+    """The index of each field's column in a CSV ``header``, so that columns in any order are
+    read as what their names say; EventsError naming the file when a field has no column."""
+    names = [re.sub(r"@\d+$", "", name.strip().lower()) for name in header.split(",")]
+    found = {}
+    for field, accepted in CSV_COLUMNS.items():
+        where = [i for i, name in enumerate(names) if name in accepted]
+        if not where:
+            raise EventsError(
+                f"{path}: CSV header {header!r} has no column for {field!r} "
+                f"(expected one of {', '.join(accepted)})"
+            )
+        found[field] = where[0]
+    return found
+
+
 def open_csv(path: Path, sensor_size: SensorSize | None) -> OpenedFile:
-    """A CSV file of t,x,y,on rows; faery's header 't,x@W,y@H,on' gives the sensor size."""
+    """A CSV file of t,x,y,on rows, or the columns its header names in any order; faery's header
+    't,x@W,y@H,on' gives the sensor size."""
     with open(path, "rb") as f:
         first_line = f.readline(4096).decode("utf-8", errors="replace").strip()
     has_header = not first_line[:1].isdigit()
-    match = re.search(r"x@(\d+)\s*,\s*y@(\d+)", first_line)
-    geometry = (int(match.group(1)), int(match.group(2))) if match else None
+    match = re.search(r"x@(\d+)", first_line), re.search(r"y@(\d+)", first_line)
+    geometry = (int(match[0].group(1)), int(match[1].group(1))) if all(match) else None
     fallback = geometry or (sensor_size[:2] if sensor_size else WIDEST_SENSOR)
     properties = faery.CsvProperties.default()
     properties.has_header = has_header
+    if has_header:
+        columns = csv_columns(path, first_line)
+        properties.t_index, properties.x_index = columns["t"], columns["x"]
+        properties.y_index, properties.on_index = columns["y"], columns["on"]
     return OpenedFile(
         format="csv",
         sensor_size=_sensor(geometry),
