@@ -4,6 +4,7 @@ import os
 import random
 import signal
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -169,3 +170,17 @@ def test_reading_only_some_top_level_keys(tmp_path):
     part = read_checkpoint(path, keys=["hyper_parameters", "epoch", "absent"])
     assert part == {"epoch": 4, "hyper_parameters": {"lr": 0.1, "dims": (3, 4)}}
     assert list(part) == ["epoch", "hyper_parameters"]  # the file's order
+
+
+def test_a_missing_checkpoint_is_one_error_line_in_the_commands(tmp_path, capsys):
+    from pipelines import stream, train
+
+    missing = str(tmp_path / "missing.h5")
+    config = str(Path(__file__).resolve().parents[1] / "conf" / "ndigits.yaml")
+    assert train.main(["test", "--config", config, "--ckpt_path", missing]) == 2
+    assert stream.main(["stream", "--checkpoint", missing, "--source", missing]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert errors == [
+        f"eventsnn test: error: {missing}: no checkpoint file there",
+        f"eventsnn stream: error: {missing}: no checkpoint file there",
+    ]

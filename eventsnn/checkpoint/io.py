@@ -23,7 +23,7 @@ import torch
 
 import eventsnn
 from eventsnn.atomic import written_atomically
-from eventsnn.checkpoint.errors import CheckpointError
+from eventsnn.checkpoint.errors import CheckpointError, CheckpointNotFoundError
 from eventsnn.checkpoint.format import read_tree, write_tree
 
 FORMAT_NAME = "eventsnn-checkpoint"
@@ -64,7 +64,7 @@ def open_checkpoint(path: str | os.PathLike) -> Iterator[h5py.File]:
     """Open `path` read-only after checking it is a checkpoint this version can read."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint file not found: {path}")
+        raise CheckpointNotFoundError(f"{path}: no checkpoint file there")
     try:
         file = h5py.File(path, "r")
     except OSError as error:
