@@ -113,7 +113,7 @@ def find_recordings(inputs: Iterable[str]) -> list[str]:
                 found.update(p for p in glob.glob(pattern, recursive=True) if _is_event_file(p))
         else:
             found.add(item)
-    return sorted(os.path.abspath(p) for p in found)
+    return sorted({os.path.abspath(p) for p in found})  # a.npy and ./a.npy are one recording
 
 
 def _is_event_file(path: str | Path) -> bool:

@@ -259,3 +259,14 @@ def test_repository_config_parses():
 
 def test_brace_expansion():
     assert batch.expand_braces("a/*.{x,y}/{1,2}") == ["a/*.x/1", "a/*.x/2", "a/*.y/1", "a/*.y/2"]
+
+
+def test_a_recording_named_twice_is_processed_once(setup, tmp_path, monkeypatch):
+    monkeypatch.chdir(setup["folder"])
+    twice = f"{setup['folder'] / 'r0.npy'},r0.npy,./r0.npy"
+    assert batch.find_recordings(twice.split(",")) == [str(setup["folder"] / "r0.npy")]
+    argv = ["batch", "--checkpoint", str(setup["checkpoint"]), "--output", str(tmp_path / "o.h5")]
+    argv += ["--inputs", *twice.split(","), "--progress", "false", "--threads", "1"]
+    assert batch.main(argv) == 0
+    with h5py.File(tmp_path / "o.h5") as results:
+        assert len(results["recordings"]) == 1
