@@ -141,3 +141,19 @@ def test_memory_does_not_grow_with_the_recording(tmp_path, suffix):
     large = streamed_peak(tmp_path / f"large{suffix}", 4_000_000)
     assert large < 1.2 * small + 2**20, (small, large)
     assert large < 0.9 * 4_000_000 * 13  # below the 52 MB of events in the file
+
+
+def test_windows_with_events_are_exactly_the_non_empty_ones():
+    from eventsnn.inference.windows import _windows_with_events
+
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        times = np.sort(rng.integers(0, 5000, rng.integers(1, 40)))
+        length, stride = int(rng.integers(1, 400)), int(rng.integers(1, 400))
+        k, last = int(rng.integers(0, 5)), int(rng.integers(0, 5000 // stride + 2))
+        expected = [
+            w
+            for w in range(k, last + 1)
+            if ((times >= w * stride) & (times < w * stride + length)).any()
+        ]
+        assert _windows_with_events(times, length, stride, k, last).tolist() == expected

@@ -163,9 +163,7 @@ class _Cutter:
             yield from self._cut(self.tail, final=True)
         if self.t0 is None or self.base + len(self.tail) <= self.covered:
             return
-        k = self.k
-        if self.config.by_time:
-            k = max(k, _first_window_reaching(self.config, self.t0, int(self.tail["t"][0])))
+        k = self.k  # the tail starts at window k (its earlier events were windowed and dropped)
         yield Window(k, *_range(self.config, k, self.t0, self.tail["t"]), self.base, self.tail)
 
 
@@ -198,10 +196,7 @@ def _complete_time_windows(
     if last + 1 - k <= len(t):  # no long gap: try every window
         indices = np.arange(k, last + 1, dtype=np.int64)
     else:  # only the windows holding events, not the (many) empty ones of the gap
-        latest = (t - t0) // stride  # the last window each event is in
-        indices = latest[np.r_[True, latest[1:] != latest[:-1]]]
-        indices = np.unique((indices[:, None] - np.arange(-(-length // stride))).ravel())
-        indices = indices[(indices >= k) & (indices <= last)]
+        indices = _windows_with_events(t - t0, length, stride, k, last)
     begins = t0 + indices * stride
     lows = np.searchsorted(t, begins, side="left")
     highs = np.searchsorted(t, begins + length, side="left")
@@ -209,14 +204,25 @@ def _complete_time_windows(
     return indices[keep], lows[keep], highs[keep], max(k, last + 1)
 
 
+def _windows_with_events(
+    times: np.ndarray, length: int, stride: int, k: int, last: int
+) -> np.ndarray:
+    """The windows k..last holding at least one of the (sorted, relative) times, in order, in
+    time and memory proportional to the windows found: an event at time r is in windows
+    ceil((r - length + 1) / stride) .. r // stride, and both ends only grow, so each event adds
+    the windows after those of the event before it."""
+    first = -((length - 1 - times) // stride)
+    latest = times // stride
+    before = np.maximum(np.r_[k - 1, latest[:-1]], k - 1)
+    starts = np.maximum(first, before + 1)
+    counts = np.clip(np.minimum(latest, last) - starts + 1, 0, None)
+    offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.repeat(starts, counts) + offsets
+
+
 def _start(config: WindowConfig, k: int, t0: int) -> int:
     """Window k's first microsecond (time) or first event index (count)."""
     return (t0 if config.by_time else 0) + k * config.stride
-
-
-def _first_window_reaching(config: WindowConfig, t0: int, t_first: int) -> int:
-    """The first time window that ends after `t_first` (those before it are empty)."""
-    return max(0, -(-(t_first - config.length + 1 - t0) // config.stride))
 
 
 def _start_in(config: WindowConfig, k: int, t0: int, t: np.ndarray, base: int) -> int:
