@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import warnings
+from pathlib import Path
 
 import expelliarmus
 import faery
@@ -477,3 +478,18 @@ def test_no_warning_for_whole_files(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert not read(path).truncated
+
+
+def test_npy_columns_that_do_not_fit_are_refused_not_wrapped(tmp_path):
+    def saved(name: str, x_type: str, t_type: str, x: int, t: float, p: int) -> Path:
+        dtype = [("x", x_type), ("y", "<i4"), ("t", t_type), ("p", "<i8")]
+        np.save(tmp_path / name, np.array([(x, 1, t, p), (2, 2, 20, 1)], dtype=dtype))
+        return tmp_path / name
+
+    with pytest.raises(EventsError, match=r"wide.npy: field 'x' at index 0 is 70000"):
+        read(saved("wide.npy", "<i4", "<i8", 70000, 10, 1))
+    with pytest.raises(EventsError, match=r"seconds.npy: field 't' holds float64"):
+        read(saved("seconds.npy", "<i4", "<f8", 1, 0.5, 1))
+    assert read(saved("signed.npy", "<i4", "<i8", 1, 10, -1)).events["p"].tolist() == [False, True]
+    with pytest.raises(EventsError, match=r"field 'y' at index 1 is -40000"):
+        make_events([1, 2], [0, -40000], [0, 1], [1, 1])

@@ -32,11 +32,34 @@ def make_events(
         if len(col) != n:
             raise EventsError(f"field {name!r} has {len(col)} values, field 't' has {n}")
     events = np.empty(n, dtype=EVENT_DTYPE)
-    events["x"] = x
-    events["y"] = y
-    events["t"] = t
-    events["p"] = np.asarray(p).astype(bool)
+    for name, column in (("x", x), ("y", y), ("t", t)):
+        events[name] = fitting(name, np.asarray(column))
+    events["p"] = np.asarray(p) > 0  # 1/0 or 1/-1: positive is ON
     return events
+
+
+def fitting(name: str, column: np.ndarray, where: str = "", offset: int = 0) -> np.ndarray:
+    """``column`` if its values fit field ``name``'s type (no silent wrap-around or truncation),
+    else EventsError naming ``where`` (a file), the field and the first bad index (+ offset)."""
+    kind = EVENT_DTYPE[name]
+    if column.dtype.kind not in "iu":
+        if column.dtype.kind == "f" and len(column) and np.array_equal(column, np.round(column)):
+            column = column.astype(np.int64)  # whole numbers given as floats
+        elif len(column):
+            raise EventsError(
+                f"{where}field {name!r} holds {column.dtype} values that are not whole numbers "
+                "(t in microseconds, x and y in pixels)"
+            )
+    if len(column) and not np.can_cast(column.dtype, kind):
+        limits = np.iinfo(kind)
+        outside = (column < limits.min) | (column > limits.max)
+        if outside.any():
+            bad = int(np.argmax(outside))
+            raise EventsError(
+                f"{where}field {name!r} at index {bad + offset} is {column[bad]}, which does "
+                f"not fit {kind}"
+            )
+    return column
 
 
 def empty_events() -> np.ndarray:

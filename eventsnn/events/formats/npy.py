@@ -14,7 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from eventsnn.atomic import written_atomically
-from eventsnn.events.core import EVENT_DTYPE, EventsError, SensorSize, as_sensor_size
+from eventsnn.events.core import (
+    EVENT_DTYPE,
+    EventsError,
+    SensorSize,
+    as_sensor_size,
+    fitting,
+)
 from eventsnn.events.formats.base import (
     CHUNK_EVENTS,
     OpenedFile,
@@ -49,6 +55,12 @@ def _load(path: Path) -> np.ndarray:
             f"{path}: expected a one-dimensional structured array with fields x, y, t, p; "
             f"got shape {array.shape} and fields {list(names)}"
         )
+    for name in ("x", "y", "t"):
+        if array.dtype[name].kind not in "iu":
+            raise EventsError(
+                f"{path}: field {name!r} holds {array.dtype[name]}, not integers "
+                "(t in microseconds, x and y in pixels)"
+            )
     return array
 
 
@@ -56,8 +68,8 @@ def _copy(path: Path, array: np.ndarray, lo: int, hi: int) -> np.ndarray:
     events = np.empty(hi - lo, dtype=EVENT_DTYPE)
     with library_errors(path, "cannot read"):
         for name in ("x", "y", "t"):
-            events[name] = array[name][lo:hi]
-        events["p"] = array["p"][lo:hi] != 0
+            events[name] = fitting(name, array[name][lo:hi], f"{path}: ", lo)
+        events["p"] = array["p"][lo:hi] > 0  # 1/0 or 1/-1: positive is ON
     return events
 
 
