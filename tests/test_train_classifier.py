@@ -92,3 +92,16 @@ def test_predict_step_gives_class_probabilities():
     probabilities = classifier().predict_step((torch.rand(5, 3, 3), torch.zeros(3)), 0)
     assert probabilities.shape == (3, 2)
     assert torch.allclose(probabilities.sum(-1), torch.ones(3))
+
+
+def test_a_python_optimizer_does_not_stop_the_checkpoint(tmp_path):
+    from eventsnn.checkpoint import load_model, save
+
+    model = classifier(optimizer=partial(torch.optim.SGD, lr=0.1))
+    optimizers = model.configure_optimizers()
+    optimizer = optimizers if isinstance(optimizers, torch.optim.Optimizer) else optimizers[0]
+    assert isinstance(getattr(optimizer, "optimizer", optimizer), torch.optim.SGD)
+    save(model, tmp_path / "m.h5")
+    loaded = load_model(tmp_path / "m.h5")
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], value)

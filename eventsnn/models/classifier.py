@@ -51,7 +51,10 @@ class SpikingClassifier(pl.LightningModule):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # a recipe gives the optimizer and scheduler as class-path dicts, which a checkpoint
+        # stores; a Python callable (a partial, a function) cannot be, so it stays out of them
+        given = {"optimizer": optimizer, "lr_scheduler": lr_scheduler}
+        self.save_hyperparameters(ignore=[name for name, value in given.items() if callable(value)])
         if readout not in READOUTS:
             raise ConfigError(
                 "model.readout", f"unknown readout {readout!r}; known: {list(READOUTS)}"
