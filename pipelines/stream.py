@@ -45,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
         help="packet format: UDP default t64_x16_y16_on8, stdin default csv (faery's stdout)",
     )
     parser.add_argument(
+        "--no-csv-header",
+        action="store_true",
+        help="stdin CSV: the first line is an event, not a header (default: faery's header)",
+    )
+    parser.add_argument(
         "--sensor-size",
         type=parse_sensor_size,
         metavar="WxHxP",
@@ -126,7 +131,7 @@ def open_source(args: argparse.Namespace, sensor_size: tuple[int, int, int]) -> 
             args.source, format=args.format or "t64_x16_y16_on8", idle_stop_s=args.idle_stop_s
         )
     if args.source in ("-", "stdin://"):
-        return StdinSource(args.format or "csv", sensor_size)
+        return StdinSource(args.format or "csv", sensor_size, csv_header=not args.no_csv_header)
     speed = None if args.as_fast_as_possible else args.speed
     packet_us = args.packet_us or (100 * args.step_us if speed is None else args.step_us)
     return ReplaySource(

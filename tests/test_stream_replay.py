@@ -118,3 +118,18 @@ def test_from_faery_keeps_every_field():
 def test_spif_needs_datagrams():
     with pytest.raises(StreamError, match="stdin format 'spif'"):
         StdinSource("spif")
+
+
+def test_headerless_csv_on_stdin_keeps_its_first_event():
+    receiver = (
+        "from eventsnn.streaming.stdin import StdinSource; "
+        "import numpy as np; "
+        "s = StdinSource('csv', (34, 34, 2), csv_header=False); "
+        "print(np.concatenate([p.events for p in s])['t'].tolist())"
+    )
+    rows = b"100,3,2,1\n150,4,1,0\n20000,5,5,1\n"
+    done = subprocess.run(
+        [sys.executable, "-c", receiver], input=rows, capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().strip() == "[100, 150, 20000]"

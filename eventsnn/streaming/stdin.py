@@ -42,12 +42,14 @@ class StdinSource:
         sensor_size: Sequence[int] = (1280, 720, 2),
         fd: int | None = None,
         read_bytes: int = 1 << 16,
+        csv_header: bool = True,
     ) -> None:
         if format not in STREAM_FORMATS:
             raise StreamError(f"stdin format {format!r} is not one of {STREAM_FORMATS}")
         self.format = format
         self.sensor_size = as_sensor_size(sensor_size)
         self.fd = sys.stdin.fileno() if fd is None else fd
+        self.csv_header = csv_header  # CSV: the first line is a header (faery's t,x@W,y@H,on)
         self.read_bytes = read_bytes
         self.decoder = None if format == "csv" else make_decoder(format)
         self.stats = SourceStats()
@@ -63,7 +65,12 @@ class StdinSource:
         if self.fd != 0:
             raise ValueError("faery reads CSV from standard input only (fd 0)")
         width, height, _ = self.sensor_size
-        for events in faery.events_stream_from_stdin(dimensions=(width, height)):
+        properties = faery.CsvProperties.default()
+        properties.has_header = self.csv_header
+        stream = faery.events_stream_from_stdin(
+            dimensions=(width, height), csv_properties=properties
+        )
+        for events in stream:
             yield from_faery(events)
 
     def _records(self) -> Iterator[np.ndarray]:
