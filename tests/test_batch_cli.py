@@ -188,6 +188,11 @@ def test_results_of_format_1_with_sha256_still_resume(setup, tmp_path, capsys):
     capsys.readouterr()
     run(setup, output, inputs=inputs)
     assert re.search(r"processed now\s+0\n", capsys.readouterr().out)
+    run(setup, output, inputs=str(setup["folder"] / "r[01].*"))  # one more: a new merge
+    assert re.search(r"processed now\s+1\n", capsys.readouterr().out)
+    with h5py.File(output) as file:  # the format-1 record, now in a format-2 file, says so
+        old = [g for g in file["recordings"].values() if g.attrs["path"].endswith("r0.npy")]
+        assert old[0].attrs["checksum"] == f"sha256:{old[0].attrs['sha256']}"
 
 
 def test_encode_only_writes_tonic_frames(setup):

@@ -62,4 +62,7 @@ def _copy_previous(output: Path, recordings: h5py.Group) -> list[Any]:
         for key, group in previous.get(RECORDINGS, {}).items():
             if key not in recordings:
                 previous.copy(group, recordings, name=key)
+                copied = recordings[key]
+                if "sha256" in copied.attrs and "checksum" not in copied.attrs:  # format 1
+                    copied.attrs["checksum"] = f"sha256:{copied.attrs['sha256']}"
         return json.loads(previous.attrs.get("runs", "[]"))
