@@ -39,6 +39,9 @@ KEYED_ERRORS: dict[type[Exception], str] = {
 }
 """Project exceptions whose message lacks the config key, with the key to prefix."""
 
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
+"""``ckpt_path`` values Lightning resolves itself (not file paths)."""
+
 PROJECT_ERRORS = (ConfigError, EventsError, CheckpointError, *KEYED_ERRORS)
 
 _GENERIC_LINES = re.compile(
@@ -136,6 +139,9 @@ class EventsnnCLI(LightningCLI):
         ``.ckpt`` (its own reader would ``torch.load`` the file): recipe values are overridden."""
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES and not Path(ckpt_path).is_file():
+            # before the data is prepared (NDigits is generated on first use)
+            raise ConfigError("ckpt_path", f"{ckpt_path}: no checkpoint file there")
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
         stored = read_checkpoint(ckpt_path, keys=["hyper_parameters"])

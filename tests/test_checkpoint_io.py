@@ -177,10 +177,13 @@ def test_a_missing_checkpoint_is_one_error_line_in_the_commands(tmp_path, capsys
 
     missing = str(tmp_path / "missing.h5")
     config = str(Path(__file__).resolve().parents[1] / "conf" / "ndigits.yaml")
-    assert train.main(["test", "--config", config, "--ckpt_path", missing]) == 2
+    argv = ["test", "--config", config, "--ckpt_path", missing, "--data.root", str(tmp_path)]
+    argv += ["--trainer.logger.init_args.save_dir", str(tmp_path)]
+    assert train.main(argv) == 2
     assert stream.main(["stream", "--checkpoint", missing, "--source", missing]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert errors == [
-        f"eventsnn test: error: {missing}: no checkpoint file there",
+        f"eventsnn test: error: ckpt_path: {missing}: no checkpoint file there",
         f"eventsnn stream: error: {missing}: no checkpoint file there",
     ]
+    assert not (tmp_path / "NDigits").exists()  # refused before the data was prepared
