@@ -11,7 +11,7 @@ import faery
 import numpy as np
 import pytest
 
-from eventsnn.events import EventsError, iter_chunks, make_events, read, write
+from eventsnn.events import EventsError, empty_events, iter_chunks, make_events, read, write
 from eventsnn.events.formats import base, hdf5, npy
 from eventsnn.events.formats.regroup import by_count, by_duration
 
@@ -493,3 +493,11 @@ def test_npy_columns_that_do_not_fit_are_refused_not_wrapped(tmp_path):
     assert read(saved("signed.npy", "<i4", "<i8", 1, 10, -1)).events["p"].tolist() == [False, True]
     with pytest.raises(EventsError, match=r"field 'y' at index 1 is -40000"):
         make_events([1, 2], [0, -40000], [0, 1], [1, 1])
+
+
+@pytest.mark.parametrize("name", sorted(SUFFIX))
+def test_an_empty_recording_round_trips_in_every_format(tmp_path, name):
+    path = tmp_path / f"empty.{SUFFIX[name]}"
+    write(path, empty_events(), SENSOR)
+    recording = read(path, sensor_size=SENSOR)
+    assert len(recording.events) == 0 and recording.sensor_size == SENSOR

@@ -59,6 +59,13 @@ def _open_dat(path: Path, sensor_size: SensorSize | None) -> OpenedFile:
     with open(path, "rb") as f:
         f.seek(header.data_offset)
         type_and_size = f.read(2)
+    if not type_and_size:  # a header and no events (how faery writes an empty recording)
+        geometry = header.geometry()
+        return OpenedFile(
+            format="dat",
+            sensor_size=None if geometry is None else (*geometry, 2),
+            packets=lambda t_start, t_stop: iter(()),
+        )
     if len(type_and_size) < 2:
         raise EventsError(f"{path}: DAT file ends before its event type and size bytes")
     event_type, event_size = type_and_size
