@@ -2,13 +2,15 @@
 
     eventsnn batch --checkpoint run/best.h5 \\
         --inputs 'recordings/**/*.{aedat4,raw,dat,es,h5,npy}' --output results.h5
-    eventsnn batch --config conf/batch.yaml [--readers 1] [--devices 2 --strategy ddp]
+    eventsnn batch --config conf/batch.yaml [--readers 1] [--devices 2 --strategy ddp_fork]
 
 Recordings are streamed in windows (from the checkpoint's data config unless --window-us /
 --window-events are given), encoded with the transforms the model was trained with (stored in
 the checkpoint) and run through ``Trainer.predict``; each rank writes its recordings' parts and
 rank 0 merges them (layout: `eventsnn.inference.results`). ``--readers N`` reads and encodes
-recordings in N background threads (other cores) while the model runs. A re-run skips
+recordings in N background threads (other cores) while the model runs. ``--devices N --strategy
+ddp_fork`` runs N processes on one machine, forked from this one (no new interpreter to start);
+``ddp`` starts each as a new interpreter, as a cluster's nodes need. A re-run skips
 recordings already in the output with the same checksum; ``--overwrite`` starts again. A
 recording that cannot be read is recorded with its error; the exit code is 1 when any recording
 failed, 2 on a setup error.
@@ -78,7 +80,14 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--accelerator", type=str, default="cpu")
     parser.add_argument("--devices", type=int, default=1, help="processes (devices) a node")
     parser.add_argument("--num-nodes", "--num_nodes", type=int, default=1, help="machines")
-    parser.add_argument("--strategy", type=str, default="auto", help="e.g. ddp")
+    parser.add_argument(
+        "--strategy",
+        type=str,
+        default="auto",
+        help="several processes: ddp_fork on one machine (forked from this process: they "
+        "start in a fraction of a second), ddp across machines (each a new interpreter "
+        "importing torch: seconds)",
+    )
     parser.add_argument(
         "--threads",
         type=int | None,
@@ -125,6 +134,42 @@ def launcher_rank() -> int:
     local = int(os.environ.get("LOCAL_RANK", 0))
     node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", 0)))
     return int(os.environ.get("RANK", node * int(os.environ.get("LOCAL_WORLD_SIZE", 1)) + local))
+
+
+def forks_ranks(strategy: str) -> bool:
+    """Whether the Lightning strategy named starts its ranks by forking this process."""
+    from pytorch_lightning.strategies import StrategyRegistry
+
+    if strategy not in StrategyRegistry:  # StrategyRegistry.get would build the strategy
+        return False
+    return StrategyRegistry[strategy]["init_params"].get("start_method") == "fork"
+
+
+def rank_threads(threads: int | None) -> int | None:
+    """torch threads each rank sets for itself: `threads` (--threads), else OMP_NUM_THREADS's;
+    None leaves Lightning's choice (each process its share of the cores).
+    """
+    if threads is None and "OMP_NUM_THREADS" in os.environ:
+        import torch
+
+        return torch.get_num_threads()  # torch's reading of the variable
+    return threads
+
+
+def rank_setup(threads: int | None) -> list[Any]:
+    """Callbacks that set torch's threads in each rank's own process (after Lightning's
+    launcher set its share of the cores), when a number is asked for."""
+    from pytorch_lightning.callbacks import LambdaCallback
+
+    if threads is None:
+        return []
+
+    def set_threads(trainer: Any, pl_module: Any, stage: str) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+    return [LambdaCallback(setup=set_threads)]
 
 
 def pending_recordings(paths: Sequence[str], output: str) -> tuple[list[str], list[str]]:
@@ -217,8 +262,12 @@ def _naming(path: str, error: str) -> str:
     return error if error.startswith(path) else f"{path}: {error}"
 
 
-def run(args: Any) -> int:
-    """Set up from the checkpoint, predict over the pending recordings, print the summary."""
+def run(args: Any, threads: int | None = None) -> int:
+    """Set up from the checkpoint, predict over the pending recordings, print the summary.
+
+    Each rank runs with `threads` torch threads (None: Lightning's choice). With a forking
+    strategy this process is no rank: it forks them, waits, and prints the summary.
+    """
     import pytorch_lightning as pl
 
     from eventsnn.checkpoint import load_model
@@ -264,7 +313,10 @@ def run(args: Any) -> int:
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
-            callbacks=[ResultsWriter(args.output, tasks, metadata, progress=args.progress)],
+            callbacks=[
+                ResultsWriter(args.output, tasks, metadata, progress=args.progress),
+                *rank_setup(threads),
+            ],
         )
         data = WindowDataModule(
             num_workers=args.num_workers,
@@ -300,9 +352,13 @@ def main(argv: list[str]) -> int:
     except Exception as error:  # jsonargparse raises ArgumentError or its own
         print(f"eventsnn batch: error: {error}", file=sys.stderr)
         return 2
+    threads = rank_threads(args.threads)
+    # GNU OpenMP deadlocks a forked child that uses a thread pool its parent started: before a
+    # fork this process computes on one thread (no pool); the forked ranks set their own
+    parent_threads = 1 if forks_ranks(args.strategy) else args.threads
     try:
-        with torch_threads(args.threads):
-            return run(args)
+        with torch_threads(parent_threads):
+            return run(args, threads)
     except (ConfigError, CheckpointError, EventsError, OSError) as error:
         print(f"eventsnn batch: error: {error}", file=sys.stderr)
         return 2

@@ -275,3 +275,25 @@ def test_a_recording_named_twice_is_processed_once(setup, tmp_path, monkeypatch)
     assert batch.main(argv) == 0
     with h5py.File(tmp_path / "o.h5") as results:
         assert len(results["recordings"]) == 1
+
+
+def test_forking_strategies_are_told_apart():
+    assert batch.forks_ranks("ddp_fork") and batch.forks_ranks("ddp_notebook")
+    assert not any(batch.forks_ranks(s) for s in ("ddp", "ddp_spawn", "auto", "no-such"))
+
+
+@pytest.mark.parametrize(("strategy", "parent"), [("ddp_fork", 1), ("ddp", 3)])
+def test_a_forking_parent_sets_up_on_one_thread(monkeypatch, strategy, parent):
+    """GNU OpenMP deadlocks a forked rank that uses a pool its parent started: none is started."""
+    seen = {}
+
+    def fake_run(args, threads):
+        seen.update(parent=torch.get_num_threads(), ranks=threads)
+        return 0
+
+    monkeypatch.setattr(batch, "run", fake_run)
+    before = torch.get_num_threads()
+    argv = ["batch", "--checkpoint", "m.h5", "--inputs", "r", "--output", "o.h5", "--threads", "3"]
+    assert batch.main([*argv, "--devices", "2", "--strategy", strategy]) == 0
+    assert seen == {"parent": parent, "ranks": 3}
+    assert torch.get_num_threads() == before

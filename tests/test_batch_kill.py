@@ -129,3 +129,60 @@ def test_two_ddp_ranks_equal_one_process(tmp_path):
             np.testing.assert_allclose(
                 group["probabilities"][:], two["recordings"][key]["probabilities"][:], atol=1e-6
             )
+
+
+def fork_run(
+    folder: Path, checkpoint: Path, output: Path
+) -> tuple[subprocess.CompletedProcess, float]:
+    """`eventsnn batch` with two ranks forked from the command's process: (result, wall s)."""
+    args = ["--checkpoint", str(checkpoint), "--inputs", str(folder), "--output", str(output)]
+    args += ["--devices", "2", "--strategy", "ddp_fork", "--threads", "1", "--progress", "false"]
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "batch", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return result, time.perf_counter() - started
+
+
+@pytest.mark.slow
+def test_two_forked_ranks_equal_one_process_and_resume(tmp_path, capsys):
+    """ddp_fork: the parent is no rank; it prints one summary, counts a failure, resumes."""
+    checkpoint = make_checkpoint(tmp_path / "model.h5")
+    folder = write_recordings(tmp_path / "recordings")
+    for name in ("empty.h5", "zero.npy", "zero.npy.json", "sub/wide.npy"):
+        (folder / name).unlink()  # left: the good ones and corrupt.npy
+    one, two = tmp_path / "one.h5", tmp_path / "fork.h5"
+    argv = ["batch", "--checkpoint", str(checkpoint), "--inputs", str(folder), "--output"]
+    assert batch.main([*argv, str(one), "--progress", "false", "--threads", "1"]) == 1
+    capsys.readouterr()
+
+    result, wall = fork_run(folder, checkpoint, two)
+    assert result.returncode == 1, result.stderr[-2000:]  # corrupt.npy failed
+    assert len(re.findall(r"^recordings\s+7$", result.stdout, re.MULTILINE)) == 1  # one summary
+    assert re.findall(r"^FAILED (.*?):", result.stdout, re.MULTILINE) == [
+        str(folder / "corrupt.npy")
+    ]
+    with h5py.File(one, "r") as first, h5py.File(two, "r") as forked:
+        assert sorted(first["recordings"]) == sorted(forked["recordings"])
+        assert {g.attrs["rank"] for g in forked["recordings"].values()} == {0, 1}
+        for key, group in first["recordings"].items():
+            other = forked["recordings"][key]
+            assert group.attrs["status"] == other.attrs["status"]
+            if group.attrs["status"] == "done":
+                np.testing.assert_allclose(
+                    group["probabilities"][:], other["probabilities"][:], atol=1e-6
+                )
+        assert 0 < forked.attrs["predict_seconds"] < forked.attrs["seconds"] < wall
+    assert not parts_dir(two).exists()
+
+    changed = random_events(99, 1500, 45_000)  # a recording changed since: redone, alone
+    write(folder / GOOD[0], changed, SENSOR)
+    result, _ = fork_run(folder, checkpoint, two)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert re.search(r"^skipped \(done before\)\s+6$", result.stdout, re.MULTILINE)
+    records = {Path(r["path"]).name: r for r in iter_records(two)}
+    assert len(records) == 7 and records[GOOD[0]]["n_events"] == len(changed)
