@@ -60,6 +60,18 @@ def to_events(packet: np.ndarray, polarity: str = "p") -> np.ndarray:
     return events
 
 
+def aligned_blocks(lo: int, hi: int, size: int) -> Iterator[tuple[int, int]]:
+    """[start, stop) blocks covering [lo, hi) whose inner boundaries are multiples of `size`.
+
+    Boundaries on multiples keep a file's chunks (whose sizes divide `size`) in one block each.
+    """
+    start = lo
+    while start < hi:
+        stop = min(hi, (start // size + 1) * size)
+        yield start, stop
+        start = stop
+
+
 def slices(events: np.ndarray, size: int = CHUNK_EVENTS) -> Iterator[np.ndarray]:
     """Consecutive views of at most `size` events (no copies)."""
     for start in range(0, len(events), size):

@@ -15,6 +15,8 @@ Layout (format version 1)::
 The four datasets are chunked (65536 events a chunk) and compressed (gzip level 4 with the
 shuffle filter, readable by any HDF5 tool). A time range [t_start, t_stop) is found by binary
 search on /events/t, each probe reading one chunk, so only the chunks in the range are read.
+Chunks are decoded by `hdf5_chunks` (zlib-ng, outside h5py's lock), in packets that start on
+multiples of CHUNK_EVENTS so that no chunk is decoded twice.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from eventsnn.events.core import EVENT_DTYPE, EventsError, SensorSize, as_sensor
 from eventsnn.events.formats.base import (
     CHUNK_EVENTS,
     OpenedFile,
+    aligned_blocks,
     index_range,
     library_errors,
 )
+from eventsnn.events.formats.hdf5_chunks import read_columns
 
 FORMAT_NAME = "eventsnn.events"
 FORMAT_VERSION = 1
@@ -43,9 +47,10 @@ COLUMNS = {"x": np.int16, "y": np.int16, "t": np.int64, "p": np.uint8}
 
 def _read_slice(group: h5py.Group, lo: int, hi: int) -> np.ndarray:
     events = np.empty(hi - lo, dtype=EVENT_DTYPE)
-    for name in ("x", "y", "t"):
-        events[name] = group[name][lo:hi]
-    events["p"] = group["p"][lo:hi] != 0
+    polarity = np.empty(hi - lo, dtype=group["p"].dtype)
+    targets = [(group[name], events[name]) for name in ("x", "y", "t")]
+    read_columns([*targets, (group["p"], polarity)], lo, hi)
+    events["p"] = polarity != 0
     return events
 
 
@@ -82,8 +87,8 @@ def open_hdf5(path: Path) -> OpenedFile:
         with library_errors(path, "cannot read"), h5py.File(path, "r") as f:
             group = f[GROUP]
             lo, hi = index_range(group["t"], t_start, t_stop)
-            for start in range(lo, hi, CHUNK_EVENTS):
-                yield _read_slice(group, start, min(start + CHUNK_EVENTS, hi))
+            for start, stop in aligned_blocks(lo, hi, CHUNK_EVENTS):
+                yield _read_slice(group, start, stop)
 
     def read_range(t_start: int | None, t_stop: int | None) -> np.ndarray:
         with library_errors(path, "cannot read"), h5py.File(path, "r") as f:
