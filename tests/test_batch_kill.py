@@ -91,10 +91,15 @@ def test_sigkill_loses_nothing_finished(setup, capsys, batch_size):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("readers", ["0", "1"])  # read in the main thread, or a background one
-def test_sigint_merges_what_was_finished(setup, capsys, readers):
-    output = setup["root"] / f"interrupted-{readers}.h5"
-    result = start_and_stop(setup, output, signal.SIGINT, "--readers", readers)
+@pytest.mark.parametrize(
+    "extra",  # read in the main thread, or a background one; two ranks forked from the parent
+    [("--readers", "0"), ("--readers", "1"), ("--devices", "2", "--strategy", "ddp_fork")],
+    ids=["main-thread", "reader-thread", "forked-ranks"],
+)
+def test_sigint_merges_what_was_finished(setup, capsys, extra):
+    """SIGINT to the command's process alone (forked ranks too stop: they do not finish all)."""
+    output = setup["root"] / f"interrupted-{'-'.join(extra)}.h5"
+    result = start_and_stop(setup, output, signal.SIGINT, *extra)
     assert result.returncode != 0
     with h5py.File(output, "r") as file:  # merged on the way out, readable
         merged = len(file["recordings"])

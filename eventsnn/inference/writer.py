@@ -3,13 +3,16 @@
 Every batch's window rows go to their recording's `RecordingPart`; the recordings whose record
 arrives with the batch are committed together in one part file (one file write per batch, not per
 recording), so everything committed survives a kill; the progress bar counts committed ones.
-At the end all ranks meet at a barrier and rank 0 merges the parts into the output file.
+At the end all ranks meet at a barrier and rank 0 merges the parts into the output file. With a
+forking strategy the ranks are children of the command's process, which gets no callback but
+``on_exception`` (their state does not come back to it).
 Rank 0 shows a progress bar over its recordings with windows and events per second.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -121,8 +124,14 @@ class ResultsWriter(BasePredictionWriter):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        """Interrupted (Ctrl-C) or failed: rank 0 merges the recordings finished so far."""
+        """Interrupted (Ctrl-C) or failed: rank 0 merges the recordings finished so far.
+
+        A process that launched ranks (e.g. forked them: ``ddp_fork``) interrupts them first,
+        else they would go on to the end while it waits to exit.
+        """
         self._close()
+        if trainer.strategy.launcher is not None:
+            trainer.strategy.launcher.kill(signal.SIGINT)
         if trainer.is_global_zero:
             self._merge(complete=False)
 
