@@ -8,7 +8,8 @@ Recordings are streamed in windows (from the checkpoint's data config unless --w
 --window-events are given), encoded with the transforms the model was trained with (stored in
 the checkpoint) and run through ``Trainer.predict``; each rank writes its recordings' parts and
 rank 0 merges them (layout: `eventsnn.inference.results`). ``--readers N`` reads and encodes
-recordings in N background threads (other cores) while the model runs. ``--devices N --strategy
+recordings in N background threads (other cores) while the model runs, and decodes HDF5 chunks
+on N + 1 threads. ``--devices N --strategy
 ddp_fork`` runs N processes on one machine, forked from this one (no new interpreter to start);
 ``ddp`` starts each as a new interpreter, as a cluster's nodes need. A re-run skips
 recordings already in the output with the same checksum; ``--overwrite`` starts again. A
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse.typing import NonNegativeInt
 
 from eventsnn.events.formats import SUFFIX_FORMAT
 
@@ -73,9 +75,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--num-workers", type=int, default=0, help="data-loader workers a rank")
     parser.add_argument(
         "--readers",
-        type=int,
+        type=NonNegativeInt,
         default=0,
-        help="threads a process reading and encoding recordings ahead of the model (0: none)",
+        help="threads a process reading and encoding recordings ahead of the model (0: none); "
+        "HDF5 chunks are then decoded on N + 1 threads",
     )
     parser.add_argument("--accelerator", type=str, default="cpu")
     parser.add_argument("--devices", type=int, default=1, help="processes (devices) a node")
@@ -271,6 +274,7 @@ def run(args: Any, threads: int | None = None) -> int:
     import pytorch_lightning as pl
 
     from eventsnn.checkpoint import load_model
+    from eventsnn.events import decoding_threads
     from eventsnn.inference import (
         RecordingTask,
         ResultsWriter,
@@ -329,7 +333,8 @@ def run(args: Any, threads: int | None = None) -> int:
             readers=args.readers,
         )
         predictor = WindowPredictor(None if args.encode_only else model, args.encode_only)
-        trainer.predict(predictor, datamodule=data, return_predictions=False)
+        with decoding_threads(1 + args.readers):
+            trainer.predict(predictor, datamodule=data, return_predictions=False)
         rank = trainer.global_rank
     elif parts_dir(args.output).exists() and rank == 0:
         merge(args.output, {**metadata, "seconds": time.time() - started})

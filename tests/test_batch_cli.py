@@ -20,6 +20,7 @@ import torch
 
 from eventsnn.checkpoint import load_model, read_checkpoint, save, write_checkpoint
 from eventsnn.events import make_events, read, write
+from eventsnn.events.formats import hdf5, hdf5_chunks
 from eventsnn.inference import iter_records
 from eventsnn.models import SpikingClassifier
 from pipelines import batch
@@ -226,6 +227,26 @@ def test_workers_and_reader_threads_share_the_recordings(setup, tmp_path, option
             )
             np.testing.assert_array_equal(group["t_start"][:], other["t_start"][:])
             assert group.attrs["n_events"] == other.attrs["n_events"]
+
+
+@pytest.mark.parametrize(("readers", "decoders"), [(0, 1), (2, 3)])
+def test_reader_threads_decode_hdf5_chunks_on_one_more_thread(
+    setup, tmp_path, monkeypatch, capsys, readers, decoders
+):
+    seen = []
+    read_columns = hdf5.read_columns
+
+    def counting(*args):
+        seen.append(hdf5_chunks._threads)
+        return read_columns(*args)
+
+    monkeypatch.setattr(hdf5, "read_columns", counting)
+    output = tmp_path / "o.h5"
+    assert run(setup, output, "--readers", str(readers), inputs=f"{setup['folder']}/r1.h5") == 0
+    assert seen and set(seen) == {decoders}
+    assert hdf5_chunks._threads == 1  # the setting ends with the run
+    assert run(setup, output, "--readers", "-1") == 2
+    assert 'key "readers"' in capsys.readouterr().err
 
 
 def test_yaml_config_with_count_windows(setup, tmp_path):

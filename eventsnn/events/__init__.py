@@ -21,6 +21,10 @@ def __getattr__(name: str):
         from eventsnn.events import io
 
         return getattr(io, name)
+    if name == "decoding_threads":
+        from eventsnn.events.formats.hdf5_chunks import decoding_threads
+
+        return decoding_threads
     if name == "simulate":
         from eventsnn.events.simulate import simulate
 
@@ -34,6 +38,7 @@ __all__ = [
     "Recording",
     "SensorSize",
     "as_sensor_size",
+    "decoding_threads",
     "empty_events",
     "iter_chunks",
     "make_events",
