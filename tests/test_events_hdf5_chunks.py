@@ -14,6 +14,7 @@ from eventsnn.events.formats.hdf5_chunks import (
     chunk_pipeline,
     decoding_threads,
     read_columns,
+    unshuffle,
 )
 
 CHUNK = 1000
@@ -141,3 +142,11 @@ def test_packets_start_on_multiples_so_no_chunk_is_decoded_twice():
     ]
     assert list(aligned_blocks(2000, 3000, 1000)) == [(2000, 3000)]
     assert list(aligned_blocks(5, 5, 1000)) == []
+
+
+@pytest.mark.parametrize("itemsize", [2, 3, 4, 8])
+@pytest.mark.parametrize("n", [8, 24, 65536, 13])
+def test_unshuffle_inverts_the_shuffle_filter(itemsize, n):
+    values = np.random.default_rng(n).integers(0, 256, n * itemsize).astype(np.uint8)
+    shuffled = values.reshape(n, itemsize).T.reshape(-1)  # byte j of every value together
+    np.testing.assert_array_equal(unshuffle(shuffled, itemsize), values)
