@@ -350,7 +350,7 @@ results file), the steady-state rate; *vs obvious* compares *M ev/s*.
 {HEADER}
 {rows}
 
-Where two processes pay off: {scaling_name}, `eventsnn batch` only (the obvious loop would
+Scaling with the cores: {scaling_name}, `eventsnn batch` only (the obvious loop would
 take ~{scaling_obvious:.0f} s at its 10-recording rate){scaling_note}.
 
 | how | cores | s | M ev/s | M ev/s predict | vs 1 process |
