@@ -23,22 +23,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import h5py
 import numpy as np
+from batch import read_plainly  # benchmarks/batch.py: how the obvious loop reads a file
 
-from eventsnn.events import EVENT_DTYPE, decoding_threads, make_events, read, write
+from eventsnn.events import decoding_threads, make_events, read, write
 
 ROOT = Path(__file__).parents[1]
-
-
-def h5py_slicing(path: Path) -> np.ndarray:
-    """The events as h5py reads them: every column sliced whole."""
-    with h5py.File(path, "r") as file:
-        columns = file["events"]
-        events = np.empty(len(columns["t"]), dtype=EVENT_DTYPE)
-        for name in ("x", "y", "t", "p"):
-            events[name] = columns[name][:]
-        return events
 
 
 def ours(threads: int) -> Callable[[Path], np.ndarray]:
@@ -53,9 +43,9 @@ def ours(threads: int) -> Callable[[Path], np.ndarray]:
 
 def measure(path: Path, repeat: int) -> dict[str, list[float]]:
     """Seconds of every way, the ways taking turns; checks that all read the same events."""
-    ways = {"h5py slicing": h5py_slicing, "eventsnn read, 1 thread": ours(1)}
+    ways = {"h5py slicing": read_plainly, "eventsnn read, 1 thread": ours(1)}
     ways["eventsnn read, 2 threads"] = ours(2)
-    reference = h5py_slicing(path)
+    reference = read_plainly(path)
     for way in ways.values():  # warm-up (numba's cached kernels load) and a check
         if not np.array_equal(way(path), reference):
             raise AssertionError("the ways read different events")
