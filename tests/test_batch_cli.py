@@ -237,14 +237,14 @@ def test_reader_threads_decode_hdf5_chunks_on_one_more_thread(
     read_columns = hdf5.read_columns
 
     def counting(*args):
-        seen.append(hdf5_chunks._threads)
+        seen.append(hdf5_chunks.get_decoding_threads())
         return read_columns(*args)
 
     monkeypatch.setattr(hdf5, "read_columns", counting)
     output = tmp_path / "o.h5"
     assert run(setup, output, "--readers", str(readers), inputs=f"{setup['folder']}/r1.h5") == 0
     assert seen and set(seen) == {decoders}
-    assert hdf5_chunks._threads == 1  # the setting ends with the run
+    assert hdf5_chunks.get_decoding_threads() == 1  # the setting ends with the run
     assert run(setup, output, "--readers", "-1") == 2
     assert 'key "readers"' in capsys.readouterr().err
 

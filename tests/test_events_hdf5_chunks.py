@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ctypes
+import glob
+import os
 import zlib
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
 from eventsnn.events import EventsError, make_events, read, write
+from eventsnn.events.formats import hdf5_chunks
 from eventsnn.events.formats.base import aligned_blocks
 from eventsnn.events.formats.hdf5_chunks import (
     chunk_pipeline,
@@ -121,15 +126,16 @@ def test_event_files_read_the_same_whole_by_range_and_in_packets(tmp_path, threa
 
 def test_a_corrupt_chunk_is_an_error_naming_the_file(tmp_path):
     path = tmp_path / "e.h5"
-    write(path, _events(100_000), (640, 480, 2))
+    write(path, _events(200_000), (640, 480, 2))  # the chunk at 65536 is whole
     with h5py.File(path, "r+") as f:
         f["events/t"].id.write_direct_chunk((65536,), b"\x78\x9c not deflate data")
-    with pytest.raises(EventsError, match=r"e\.h5.*cannot read"):
+    with pytest.raises(EventsError, match=r"e\.h5: cannot read: /events/t: the chunk at element "
+                       r"65536 does not inflate"):  # fmt: skip
         read(path)
 
 
 def test_decoding_threads_must_be_positive():
-    with pytest.raises(ValueError, match="threads >= 1"), decoding_threads(0):
+    with pytest.raises(ValueError, match="threads must be >= 1"), decoding_threads(0):
         pass
 
 
@@ -150,3 +156,71 @@ def test_unshuffle_inverts_the_shuffle_filter(itemsize, n):
     values = np.random.default_rng(n).integers(0, 256, n * itemsize).astype(np.uint8)
     shuffled = values.reshape(n, itemsize).T.reshape(-1)  # byte j of every value together
     np.testing.assert_array_equal(unshuffle(shuffled, itemsize), values)
+
+
+def test_types_stored_otherwise_than_they_read_are_left_to_h5py(tmp_path):
+    """A 12-bit integer at bit offset 2 reads as int16 only after HDF5 converts it."""
+    path = tmp_path / "c.h5"
+    values = np.random.default_rng(2).integers(-2000, 2000, 2500).astype(np.int16)
+    twelve_bits = h5py.h5t.STD_I16LE.copy()
+    twelve_bits.set_precision(12)
+    twelve_bits.set_offset(2)
+    plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    plist.set_chunk((CHUNK,))
+    plist.set_shuffle()
+    plist.set_deflate(4)
+    with h5py.File(path, "w") as f:
+        space = h5py.h5s.create_simple(values.shape)
+        h5py.h5d.create(f.id, b"c", twelve_bits, space, dcpl=plist)
+        f["c"][:] = values
+    with h5py.File(path, "r") as f:
+        assert chunk_pipeline(f["c"]) is None
+        out = np.empty(2500, np.int16)
+        read_columns([(f["c"], out)], 0, 2500)
+    np.testing.assert_array_equal(out, values)
+
+
+def _libhdf5() -> ctypes.CDLL:
+    """h5py's own HDF5 library (pip wheels ship it in h5py.libs), for options h5py lacks."""
+    found = glob.glob(str(Path(h5py.__file__).parent.parent / "h5py.libs" / "libhdf5-*.so*"))
+    if not found:
+        pytest.skip("h5py's HDF5 library is not a file of its wheel here")
+    return ctypes.CDLL(found[0])
+
+
+@pytest.mark.parametrize("deflate", [False, True])
+def test_a_partial_last_chunk_stored_unfiltered_reads_back(tmp_path, deflate):
+    """H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS: the edge chunk has no filters and a zero mask."""
+    library = _libhdf5()
+    library.H5Pset_chunk_opts.argtypes = [ctypes.c_int64, ctypes.c_uint]
+    values = np.arange(2500, dtype=np.int64) * 1_000_003
+    plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    plist.set_chunk((CHUNK,))
+    plist.set_shuffle()
+    if deflate:
+        plist.set_deflate(4)
+    assert library.H5Pset_chunk_opts(plist.id, 0x0002) >= 0
+    path = tmp_path / "c.h5"
+    with h5py.File(path, "w") as f:
+        space = h5py.h5s.create_simple(values.shape)
+        h5py.h5d.create(f.id, b"c", h5py.h5t.STD_I64LE, space, dcpl=plist)
+        f["c"][:] = values
+        assert f["c"].id.read_direct_chunk((2000,))[0] == 0  # nothing says it is unfiltered
+    for lo, hi in [(0, 2500), (1999, 2001), (2100, 2400)]:
+        np.testing.assert_array_equal(_read(path, lo, hi), values[lo:hi])
+
+
+def test_one_pool_a_process_remade_in_a_forked_child(tmp_path):
+    path = tmp_path / "e.h5"
+    events = _events(200_000)
+    write(path, events, (640, 480, 2))
+    with decoding_threads(2):
+        np.testing.assert_array_equal(read(path).events, events)
+    two_threads = hdf5_chunks._pool
+    with decoding_threads(3):
+        np.testing.assert_array_equal(read(path).events, events)
+        pid = os.fork()
+        if pid == 0:  # the child: the parent's pool has no threads here
+            os._exit(0 if np.array_equal(read(path).events, events) else 1)
+        assert os.waitpid(pid, 0)[1] == 0
+    assert two_threads._shutdown and hdf5_chunks._pool_owner == (os.getpid(), 3)

@@ -5,11 +5,13 @@ threads cannot decode in parallel, and zlib-ng inflates about 1.7x faster than z
 column's filter pipeline is shuffle and/or deflate and nothing else (what `write_hdf5` and most
 tools write), each chunk's stored bytes are fetched with `read_direct_chunk` (a short call under
 the lock) and the filters are undone here, outside the lock and the GIL. Any other layout
-(contiguous, lzf, checksums, big-endian, unallocated chunks) is read by h5py as before.
+(contiguous, lzf, checksums, big-endian, types that HDF5 converts on reading, unallocated
+chunks) is read by h5py as before, and so is a partial last chunk, which HDF5 may store
+unfiltered (H5D_CHUNK_DONT_FILTER_PARTIAL_CHUNKS) with nothing in its filter mask to say so.
 
-Chunks are decoded in the reading thread, or by `decoding_threads(n)` threads: a process-wide
-setting like torch's thread count, for programs (`eventsnn batch --readers`) that give reading
-more than one core.
+Chunks are decoded in the reading thread, or on `set_decoding_threads(n)` threads: a
+process-wide setting like torch's thread count, for programs (`eventsnn batch --readers`) that
+give reading more than one core.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ def chunk_pipeline(column: h5py.Dataset) -> ChunkPipeline | None:
         return None
     if column.dtype.byteorder == ">" or column.id.get_num_chunks() != _chunks_covering(column):
         return None
+    if not column.id.get_type().equal(h5py.h5t.py_create(column.dtype, logical=True)):
+        return None  # stored in another layout (custom precision or offset) than it reads as
     plist = column.id.get_create_plist()
     filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
     if any(code not in (SHUFFLE, DEFLATE) for code in filters) or len(set(filters)) < len(filters):
@@ -61,6 +65,11 @@ def _chunks_covering(column: h5py.Dataset) -> int:
     return -(-column.shape[0] // column.chunks[0])
 
 
+def _whole_chunks_end(column: h5py.Dataset, pipeline: ChunkPipeline) -> int:
+    """Where the column's whole chunks end (the partial last chunk, if any, is h5py's)."""
+    return column.shape[0] - column.shape[0] % pipeline.chunk
+
+
 Target = tuple[h5py.Dataset, np.ndarray]
 """A column and the array its elements [lo, hi) go to."""
 
@@ -70,16 +79,19 @@ def read_columns(targets: Sequence[Target], lo: int, hi: int) -> None:
     jobs = []
     for column, out in targets:
         pipeline = chunk_pipeline(column)
-        if pipeline is None:
-            out[:] = column[lo:hi]
-            continue
-        size = pipeline.chunk
-        jobs += [(column, pipeline, first, out) for first in range(lo - lo % size, hi, size)]
+        whole = lo if pipeline is None else max(lo, min(hi, _whole_chunks_end(column, pipeline)))
+        if whole < hi:  # h5py reads what we do not
+            start = max(lo, whole)
+            out[start - lo :] = column[start:hi]
+        if whole > lo:
+            size = pipeline.chunk
+            firsts = range(lo - lo % size, whole, size)
+            jobs += [(column, pipeline, first, whole, out) for first in firsts]
 
-    def copy_chunk(job: tuple[h5py.Dataset, ChunkPipeline, int, np.ndarray]) -> None:
-        column, pipeline, first, out = job
+    def copy_chunk(job: tuple[h5py.Dataset, ChunkPipeline, int, int, np.ndarray]) -> None:
+        column, pipeline, first, end, out = job
         values = _decode_chunk(column, pipeline, first)
-        start, stop = max(lo, first), min(hi, first + pipeline.chunk)
+        start, stop = max(lo, first), min(end, first + pipeline.chunk)
         out[start - lo : stop - lo] = values[start - first : stop - first]
 
     for _ in _mapper()(copy_chunk, jobs):
@@ -91,7 +103,12 @@ def _decode_chunk(column: h5py.Dataset, pipeline: ChunkPipeline, first: int) -> 
     skipped, stored = column.id.read_direct_chunk((first,))
     itemsize, size = column.dtype.itemsize, pipeline.chunk
     if _applied(pipeline.deflate_bit, skipped):
-        stored = zlib_ng.decompress(stored, bufsize=size * itemsize)
+        try:
+            stored = zlib_ng.decompress(stored, bufsize=size * itemsize)
+        except zlib_ng.error as error:
+            raise ValueError(
+                f"{column.name}: the chunk at element {first} does not inflate: {error}"
+            ) from None
     if len(stored) != size * itemsize:
         raise ValueError(
             f"{column.name}: the chunk at element {first} holds {len(stored)} bytes, "
@@ -107,7 +124,8 @@ def unshuffle(data: np.ndarray, itemsize: int) -> np.ndarray:
     """Undo HDF5's shuffle filter: byte j of every value was stored together, plane after plane.
 
     Bytes (itemsize, n) -> (n, itemsize). 2- and 8-byte values (x, y and t of events) go
-    through word-wise kernels, ~3x and ~10x faster than numpy's strided transpose.
+    through word-wise kernels, ~40x and ~9x faster than numpy's strided transpose; they read
+    bytes out of 64-bit words in little-endian order, as on every host numba compiles for.
     """
     n = len(data) // itemsize
     if itemsize not in _UNSHUFFLE_KERNELS or n % 8:
@@ -181,34 +199,63 @@ def _applied(bit: int | None, skipped: int) -> bool:
 
 
 _threads = 1
-_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_owner = (0, 0)  # (pid, threads) the pool was made for
+_pool_lock = threading.Lock()
+
+
+def set_decoding_threads(threads: int) -> None:
+    """Decode chunks on `threads` threads from now on (1, the default: in the reading thread).
+
+    Process-wide, like `torch.set_num_threads`: set it from one thread, not from several at
+    once.
+    """
+    global _threads
+    if threads < 1:
+        raise ValueError(f"decoding threads must be >= 1, got {threads}")
+    _threads = threads
+
+
+def get_decoding_threads() -> int:
+    """The threads chunks are decoded on (see `set_decoding_threads`)."""
+    return _threads
 
 
 @contextmanager
 def decoding_threads(threads: int) -> Iterator[None]:
-    """Decode chunks on `threads` threads inside the block (1: in the reading thread).
-
-    Process-wide, like torch's thread count: every thread reading inside the block shares one
-    pool. Pools belong to the process that made them, so a forked child makes its own.
-    """
-    global _threads
-    if threads < 1:
-        raise ValueError(f"decoding_threads needs threads >= 1, got {threads}")
-    previous, _threads = _threads, threads
+    """`set_decoding_threads(threads)` inside the block, the previous setting after it."""
+    previous = get_decoding_threads()
+    set_decoding_threads(threads)
     try:
         yield
     finally:
-        _threads = previous
+        set_decoding_threads(previous)
 
 
 def _mapper() -> Callable[[Callable, Iterable], Iterable]:
-    """`map` in this thread, or the process's pool's `map` when decoding on several threads."""
+    """`map` in this thread, or the process's pool's `map` when decoding on several threads.
+
+    One pool a process, remade when the setting changes or in a forked child (whose copy of
+    its parent's pool has no threads).
+    """
+    global _pool, _pool_owner
     threads = _threads
     if threads == 1:
         return map
-    key = (os.getpid(), threads)
-    with _pools_lock:
-        if key not in _pools:
-            _pools[key] = ThreadPoolExecutor(threads, thread_name_prefix="eventsnn-decode")
-        return _pools[key].map
+    owner = (os.getpid(), threads)
+    with _pool_lock:
+        if _pool is None or _pool_owner != owner:
+            if _pool is not None and _pool_owner[0] == owner[0]:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(threads, thread_name_prefix="eventsnn-decode")
+            _pool_owner = owner
+        return _pool.map
+
+
+def _forget_pool_in_child() -> None:
+    """A forked child starts without its parent's pool and with a free lock."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
