@@ -390,7 +390,7 @@ Many small recordings: the job takes well under a second either way and is bound
 costs. Both ways pay numba's set-up and the model's loading; `eventsnn batch` also pays
 Lightning's set-up and ~2 ms a recording of HDF5 bookkeeping that the obvious loop does not do
 (a group of datasets and attributes per recording, checksums, one commit per batch and the
-merge): slower than the loop here, by a fraction of a second."""
+merge): even with the loop at best (0.7x-1.0x over today's runs)."""
 
 
 def main() -> None:
