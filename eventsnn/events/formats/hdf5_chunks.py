@@ -81,8 +81,7 @@ def read_columns(targets: Sequence[Target], lo: int, hi: int) -> None:
         pipeline = chunk_pipeline(column)
         whole = lo if pipeline is None else max(lo, min(hi, _whole_chunks_end(column, pipeline)))
         if whole < hi:  # h5py reads what we do not
-            start = max(lo, whole)
-            out[start - lo :] = column[start:hi]
+            out[whole - lo :] = column[whole:hi]
         if whole > lo:
             size = pipeline.chunk
             firsts = range(lo - lo % size, whole, size)
