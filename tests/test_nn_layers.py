@@ -47,6 +47,20 @@ def test_sum_pool_sums_windows_and_max_pool_takes_or():
     assert MaxPool2d(3).output_shape((5, 10, 7)) == (5, 3, 2)
 
 
+@pytest.mark.parametrize("kernel", [2, (3, 2), 4, (2, 3)])
+def test_sum_pool_tiles_match_torch_pooling_values_and_gradients(kernel):
+    """The strided-addition path against avg_pool2d with divisor 1 (odd sizes drop the edge)."""
+    x = torch.rand(3, 2, 2, 11, 9, dtype=torch.float64, requires_grad=True)
+    ours = SumPool2d(kernel)(x)
+    theirs = F.avg_pool2d(x.flatten(0, 1), kernel, kernel, divisor_override=1)
+    torch.testing.assert_close(ours, theirs.view(3, 2, *theirs.shape[1:]))
+    assert tuple(ours.shape[2:]) == SumPool2d(kernel).output_shape((2, 11, 9))
+    (ours_grad,) = torch.autograd.grad(ours.square().sum(), x)
+    (theirs_grad,) = torch.autograd.grad(theirs.square().sum(), x)
+    torch.testing.assert_close(ours_grad, theirs_grad)
+    assert ours_grad[..., 10, :].abs().sum() == 0  # 11 rows: no tile holds the last one
+
+
 def test_crop_removes_top_bottom_left_right():
     x = torch.arange(30.0).view(1, 1, 1, 5, 6)
     crop = Crop2d(((1, 2), (0, 3)))
