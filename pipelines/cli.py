@@ -6,6 +6,8 @@ import importlib
 import os
 import sys
 
+from eventsnn.allocator import tune_allocator
+
 # sub-command -> module under pipelines/ with a `main(argv: list[str]) -> int`
 COMMANDS = {
     "fit": "train",
@@ -50,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         # inference measured either way by run, and sleeping workers add wake-up latency to
         # each small step of a stream.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # per-batch tensors of several MB would otherwise page-fault in anew every batch (2.5x on
+    # the NDigits network's batch of 32): see eventsnn.allocator
+    tune_allocator()
     module = importlib.import_module(f"pipelines.{COMMANDS[name]}")
     return int(module.main(argv) or 0)
 
