@@ -495,6 +495,22 @@ def test_npy_columns_that_do_not_fit_are_refused_not_wrapped(tmp_path):
         make_events([1, 2], [0, -40000], [0, 1], [1, 1])
 
 
+def test_npy_in_the_event_dtype_reads_polarity_bytes_as_0_or_1(tmp_path):
+    """Such files are read as raw rows: a polarity byte of 2 (written by another tool as a
+    bool) must still come out as 1, or it would index a third polarity plane."""
+    events = random_events(n=3000, seed=8)
+    path = written(tmp_path, "npy", events)
+    stored = np.load(path, mmap_mode="r+")
+    stored["p"].view(np.uint8)[::7] = 2
+    stored.flush()
+    del stored
+    polarity = read(path).events["p"]
+    assert set(polarity.view(np.uint8).tolist()) <= {0, 1}
+    expected = events["p"].copy()
+    expected[::7] = True
+    np.testing.assert_array_equal(polarity, expected)
+
+
 @pytest.mark.parametrize("name", sorted(SUFFIX))
 def test_an_empty_recording_round_trips_in_every_format(tmp_path, name):
     path = tmp_path / f"empty.{SUFFIX[name]}"
