@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from eventsnn.events import EVENT_DTYPE, EventsError, Recording, make_events, validate
+from eventsnn.events import EVENT_DTYPE, EventsError, Recording, core, make_events, validate
 
 
 def test_make_events_has_tonic_dtype():
@@ -51,3 +51,42 @@ def test_validate_accepts_empty_and_epoch_timestamps():
 def test_recording_duration():
     ev = make_events([0, 1], [0, 0], [100, 350], [1, 1])
     assert Recording(ev, (2, 1, 2)).duration_us == 250
+
+
+def _messages(events, sensor_size):
+    try:
+        validate(events, sensor_size)
+    except EventsError as error:
+        return str(error)
+    return None
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {},
+        {"t": [(70_000, -1)]},
+        {"x": [(66_000, 34)]},
+        {"y": [(65_537, -1)]},
+        {"x": [(1000, 40)], "t": [(90_000, -5)]},  # the unsorted event is named first
+        {"x": [(500, -1)]},  # negative: allowed without a sensor size
+    ],
+)
+def test_validate_of_long_arrays_by_the_kernel_equals_numpys_checks(damage, monkeypatch):
+    """From SCAN_MIN_EVENTS a numba pass checks first; the verdict and message must not change."""
+    n = core.SCAN_MIN_EVENTS + 40_000
+    rng = np.random.default_rng(3)
+    events = make_events(
+        rng.integers(0, 34, n), rng.integers(0, 34, n), np.arange(n) * 10, rng.integers(0, 2, n)
+    )
+    for name, changes in damage.items():
+        for index, value in changes:
+            events[name][index] = value if name != "t" else events["t"][index - 1] + value
+    for sensor_size in ((34, 34, 2), None):
+        for array in (events, events[1:]):  # a contiguous slice too: indices are its own
+            by_kernel = _messages(array, sensor_size)
+            monkeypatch.setattr(core, "SCAN_MIN_EVENTS", 10**12)
+            assert by_kernel == _messages(array, sensor_size)
+            monkeypatch.undo()
+    assert (by_kernel is None) == ("t" not in damage)
+    assert core._all_valid(events, (34, 34, 2)) == (not damage)  # the kernel's own verdict

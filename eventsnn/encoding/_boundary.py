@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from eventsnn.encoding import _kernels
 from eventsnn.events import EVENT_DTYPE, EventsError, as_sensor_size, validate
+from eventsnn.events.scan import ALL_VALID, scan_events
 
 
 def event_array(events: np.ndarray) -> np.ndarray:
@@ -50,12 +50,12 @@ def checked_extent(events: np.ndarray, sensor_size: Sequence[int] | None) -> tup
     """
     if sensor_size is None:
         big = np.iinfo(np.int64).max
-        bad, max_x, max_y = _kernels.scan_events(events, big, big)
+        bad, max_x, max_y = scan_events(events, big, big)
         width, height = max_x + 1, max_y + 1
     else:
         width, height, _ = as_sensor_size(sensor_size)
-        bad, _, _ = _kernels.scan_events(events, width, height)
-    if bad != _kernels.ALL_VALID:
+        bad, _, _ = scan_events(events, width, height)
+    if bad != ALL_VALID:
         raise_bad_event(events, sensor_size, bad)
     return max(int(width), 1), max(int(height), 1)
 

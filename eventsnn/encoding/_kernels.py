@@ -10,46 +10,17 @@ Compiled kernels are cached on disk (`cache=True`) so only the first run on a ma
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
-ALL_VALID = -1
-"""Returned by checking kernels when every event is sorted and inside the sensor."""
+from eventsnn.events.scan import ALL_VALID, is_bad, jit
+
 MIXED_POLARITY = -2
 """Returned by the frame kernel when a single-polarity sensor receives both polarities."""
 NEVER = -(2**62)
 """Last-event time of a pixel that has not fired: t - NEVER exceeds any window, without overflow."""
 
-_jit = numba.njit(cache=True, nogil=True)
 
-
-@_jit
-def _is_bad(x, y, t, previous_t, width, height):
-    # one unsigned comparison per coordinate also catches negatives; | avoids branches
-    return (
-        (t < previous_t)
-        | (np.uint64(np.int64(x)) >= np.uint64(width))
-        | (np.uint64(np.int64(y)) >= np.uint64(height))
-    )
-
-
-@_jit
-def scan_events(events, width, height):
-    """First bad event (or ALL_VALID), and the largest x and y, in one pass."""
-    max_x = -1
-    max_y = -1
-    previous_t = events[0].t if len(events) else 0
-    for i in range(len(events)):
-        e = events[i]
-        if _is_bad(e.x, e.y, e.t, previous_t, width, height):
-            return i, max_x, max_y
-        previous_t = e.t
-        max_x = max(max_x, np.int64(e.x))
-        max_y = max(max_y, np.int64(e.y))
-    return ALL_VALID, max_x, max_y
-
-
-@_jit
+@jit
 def search_times(events, times):
     """Like np.searchsorted(events["t"], times, side="left") without copying the t field."""
     out = np.empty(len(times), np.int64)
@@ -67,7 +38,7 @@ def search_times(events, times):
     return out
 
 
-@_jit
+@jit
 def _check_and_count(events, lo, hi, width, height, flat, offset, plane, one_channel, count):
     """Check events[lo:hi] and, when count, add them to flat[offset + (p * H + y) * W + x].
 
@@ -78,7 +49,7 @@ def _check_and_count(events, lo, hi, width, height, flat, offset, plane, one_cha
     seen = 0
     for i in range(lo, hi):
         e = events[i]
-        if _is_bad(e.x, e.y, e.t, previous_t, width, height):
+        if is_bad(e.x, e.y, e.t, previous_t, width, height):
             return i, seen
         previous_t = e.t
         seen |= 1 if e.p else 2
@@ -88,7 +59,7 @@ def _check_and_count(events, lo, hi, width, height, flat, offset, plane, one_cha
     return ALL_VALID, seen
 
 
-@_jit
+@jit
 def accumulate_frames(events, starts, ends, width, height, out):
     """Count events into frames out[k, p, y, x] for the index slices [starts[k], ends[k]).
 
@@ -128,7 +99,7 @@ def accumulate_frames(events, starts, ends, width, height, out):
     return ALL_VALID
 
 
-@_jit
+@jit
 def _voxel_position(t, t0, duration, n_bins):
     """tonic's normalised time, operation for operation: n * (float(t) - t0) / duration."""
     if duration == 0:
@@ -136,7 +107,7 @@ def _voxel_position(t, t0, duration, n_bins):
     return n_bins * (np.float64(t) - np.float64(t0)) / np.float64(duration)
 
 
-@_jit
+@jit
 def _voxel_block_starts(events, n_bins, t0, duration):
     """starts[k]: first event whose bin (int of its position) is >= k, for k = 0..n_bins + 1."""
     n = len(events)
@@ -156,7 +127,7 @@ def _voxel_block_starts(events, n_bins, t0, duration):
     return starts
 
 
-@_jit
+@jit
 def accumulate_voxels(events, n_bins, width, height, out):
     """Bilinear-in-time voxel grid into flat `out` (n_bins * height * width), in one pass.
 
@@ -179,7 +150,7 @@ def accumulate_voxels(events, n_bins, width, height, out):
         previous_t = events[lo - 1].t if lo > 0 else t0
         for i in range(lo, starts[block + 1]):
             e = events[i]
-            if _is_bad(e.x, e.y, e.t, previous_t, width, height):
+            if is_bad(e.x, e.y, e.t, previous_t, width, height):
                 return i
             previous_t = e.t
             position = _voxel_position(e.t, t0, duration, n_bins)
@@ -194,7 +165,7 @@ def accumulate_voxels(events, n_bins, width, height, out):
     return ALL_VALID
 
 
-@_jit
+@jit
 def denoise_mask(events, filter_time, width, height):
     """Keep an event when one of its 4 neighbours fired less than filter_time before it.
 
@@ -216,7 +187,7 @@ def denoise_mask(events, filter_time, width, height):
     return keep
 
 
-@_jit
+@jit
 def refractory_mask(events, delta, width, height):
     """Keep an event when its pixel's previous event (kept or not) is more than delta before it."""
     last = np.full((width, height), NEVER, np.int64)
@@ -228,7 +199,7 @@ def refractory_mask(events, delta, width, height):
     return keep
 
 
-@_jit
+@jit
 def decimation_mask(events, n, width, height):
     """Keep every n-th event of each pixel (the n-th, 2n-th, ...)."""
     count = np.zeros((width, height), np.int64)
@@ -242,7 +213,7 @@ def decimation_mask(events, n, width, height):
     return keep
 
 
-@_jit
+@jit
 def last_times(events, ends, out):
     """out[k, p, y, x] = time of the last event at (p, y, x) among events[:ends[k]] (-inf: none)."""
     n_pol, height, width = out.shape[1], out.shape[2], out.shape[3]
@@ -261,7 +232,7 @@ def last_times(events, ends, out):
     return out
 
 
-@_jit
+@jit
 def compact(events, keep):
     """events[keep] as a new array, copying whole records."""
     n_kept = 0
