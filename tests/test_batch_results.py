@@ -130,6 +130,20 @@ def test_the_newest_part_of_a_recording_wins(tmp_path):
     assert record["checksum"] == "second" and record["predicted"] == 1
 
 
+def test_an_unreadable_part_is_skipped_with_a_warning_and_its_recordings_redone(tmp_path):
+    """Parts are not fsynced: after a power cut one may hold garbage under its final name."""
+    output = tmp_path / "out.h5"
+    finished_part(output, "/data/a.npy", [[1.0, 0.0]])
+    garbage = parts_dir(output) / "rank-0" / "00000000000000000001-1-000000.h5"  # oldest
+    garbage.write_bytes(b"\0" * 4096)
+    with pytest.warns(UserWarning, match=r"00000000000000000001-1-000000.h5: skipped, not a"):
+        assert completed(output) == {"/data/a.npy": "abc"}
+    with pytest.warns(UserWarning, match="will be redone"):
+        assert merge(output, {"mode": "predict"}) == 1
+    assert [r["path"] for r in iter_records(output)] == ["/data/a.npy"]
+    assert not parts_dir(output).exists()
+
+
 def test_merge_keeps_old_results_and_prefers_newer_parts(tmp_path):
     output = tmp_path / "out.h5"
     finished_part(output, "/data/a.npy", [[1.0, 0.0], [1.0, 0.0]], sha="old")

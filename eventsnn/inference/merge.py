@@ -19,7 +19,14 @@ from typing import Any
 import h5py
 
 from eventsnn.atomic import written_atomically
-from eventsnn.inference.results import FORMAT, FORMAT_VERSION, RECORDINGS, part_files, parts_dir
+from eventsnn.inference.results import (
+    FORMAT,
+    FORMAT_VERSION,
+    RECORDINGS,
+    open_part,
+    part_files,
+    parts_dir,
+)
 
 
 def merge(output: str | os.PathLike, metadata: Mapping[str, Any], complete: bool = True) -> int:
@@ -34,7 +41,10 @@ def merge(output: str | os.PathLike, metadata: Mapping[str, Any], complete: bool
     with written_atomically(output) as tmp, h5py.File(tmp, "w") as target:
         recordings = target.create_group(RECORDINGS)
         for path in reversed(parts):  # newest first: a recording's newest result wins
-            with h5py.File(path, "r") as part:
+            part = open_part(path)
+            if part is None:
+                continue
+            with part:
                 for key, group in part.get(RECORDINGS, {}).items():
                     if key not in recordings:
                         part.copy(group, recordings, name=key)
