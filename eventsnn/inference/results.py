@@ -20,9 +20,10 @@ While running, each rank writes its finished recordings into part files
 recordings that finish in a batch are committed together, in one file written under a temporary
 name and renamed into place, so a killed run loses no committed recording and never leaves a
 half-written part where a finished one is expected. Parts are not fsynced (the merged file is):
-after a power cut an unreadable part is skipped with a warning and its recordings are redone. A recording whose rows outgrow
-memory (encoded tensors of a long recording) streams them to a temporary file of its own, which
-becomes its part file when it finishes. Part names sort in commit order: the newest wins.
+after a power cut an unreadable part is skipped with a warning and its recordings are redone.
+A recording whose rows outgrow memory (encoded tensors of a long recording) streams them to a
+temporary file of its own, which becomes its part file when it finishes. Part names sort in
+commit order: the newest wins.
 """
 
 from __future__ import annotations
