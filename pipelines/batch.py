@@ -80,6 +80,14 @@ def build_parser() -> ArgumentParser:
         help="threads a process reading and encoding recordings ahead of the model (0: none); "
         "HDF5 chunks are then decoded on N + 1 threads",
     )
+    parser.add_argument(
+        "--split-mb",
+        type=NonNegativeInt,
+        default=16,
+        help="with several processes, each reads a part of every recording of this many MB "
+        "or more (.h5, .npy; time windows without overlap), so that no process waits for "
+        "another's long recording; 0: whole recordings only",
+    )
     parser.add_argument("--accelerator", type=str, default="cpu")
     parser.add_argument("--devices", type=int, default=1, help="processes (devices) a node")
     parser.add_argument("--num-nodes", "--num_nodes", type=int, default=1, help="machines")
@@ -276,7 +284,6 @@ def run(args: Any, threads: int | None = None) -> int:
     from eventsnn.checkpoint import load_model
     from eventsnn.events import decoding_threads
     from eventsnn.inference import (
-        RecordingTask,
         ResultsWriter,
         WindowConfig,
         WindowDataModule,
@@ -305,9 +312,8 @@ def run(args: Any, threads: int | None = None) -> int:
         read_data_hparams(args.checkpoint), args.checkpoint, args.transform, window, input_shape
     )
     todo, done = pending_recordings(paths, args.output)
-    tasks = [RecordingTask(i, path) for i, path in enumerate(todo)]
     metadata = run_metadata(args, recipe, paths, started)
-    if tasks:
+    if todo:
         trainer = pl.Trainer(
             accelerator=args.accelerator,
             devices=args.devices,
@@ -318,13 +324,14 @@ def run(args: Any, threads: int | None = None) -> int:
             enable_progress_bar=False,
             enable_model_summary=False,
             callbacks=[
-                ResultsWriter(args.output, tasks, metadata, progress=args.progress),
+                ResultsWriter(args.output, metadata, progress=args.progress),
                 *rank_setup(threads),
             ],
         )
         data = WindowDataModule(
+            todo,
             num_workers=args.num_workers,
-            tasks=tasks,
+            split_bytes=args.split_mb << 20,
             window=recipe.window,
             transforms=recipe.transforms,
             sensor_size=recipe.sensor_size,

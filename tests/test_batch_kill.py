@@ -20,6 +20,7 @@ from test_batch_cli import GOOD, SENSOR, make_checkpoint, random_events, write_r
 
 from eventsnn.events import write
 from eventsnn.inference import iter_records, parts_dir
+from eventsnn.inference.dataset import plan_tasks
 from pipelines import batch
 
 ROOT = Path(__file__).parents[1]
@@ -191,3 +192,42 @@ def test_two_forked_ranks_equal_one_process_and_resume(tmp_path, capsys):
     assert re.search(r"^skipped \(done before\)\s+6$", result.stdout, re.MULTILINE)
     records = {Path(r["path"]).name: r for r in iter_records(two)}
     assert len(records) == 7 and records[GOOD[0]]["n_events"] == len(changed)
+
+
+@pytest.mark.slow
+def test_recordings_split_between_forked_ranks_equal_one_process(tmp_path, capsys):
+    """--split-mb 1: each rank reads half of every recording of 1 MB or more; the merged
+    groups are those of one process (the .es recording cannot be split: it goes whole)."""
+    checkpoint = make_checkpoint(tmp_path / "model.h5")
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    for i, suffix in enumerate((".npy", ".h5", ".es")):
+        write(folder / f"long{i}{suffix}", random_events(10 + i, 600_000, 9_000_000), SENSOR)
+    paths = sorted(str(path) for path in folder.iterdir() if path.suffix != ".json")
+    assert [task.parts for task in plan_tasks(paths, 2, 1 << 20)] == [2] * 6  # all >= 1 MB
+    one, two = tmp_path / "one.h5", tmp_path / "two.h5"
+    argv = ["batch", "--checkpoint", str(checkpoint), "--inputs", str(folder), "--threads", "1"]
+    assert batch.main([*argv, "--output", str(one), "--progress", "false"]) == 0
+    capsys.readouterr()
+    args = [*argv[1:], "--output", str(two), "--devices", "2", "--strategy", "ddp_fork"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "batch", *args, "--split-mb", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    with h5py.File(one, "r") as whole, h5py.File(two, "r") as split:
+        assert sorted(whole["recordings"]) == sorted(split["recordings"])
+        for key, group in whole["recordings"].items():
+            other = split["recordings"][key]
+            assert sorted(group) == sorted(other) and "parts" not in other.attrs
+            for name in ("n_windows", "n_events", "status", "predicted", "predicted_majority"):
+                assert group.attrs[name] == other.attrs[name], name
+            for name in ("index", "t_start", "t_stop", "first_event", "n_events", "predicted"):
+                np.testing.assert_array_equal(group[name][:], other[name][:])
+            for name in ("probabilities", "spike_counts", "firing_rates", "mean_probabilities"):
+                np.testing.assert_allclose(group[name][:], other[name][:], atol=1e-5)
+    ranks = {Path(r["path"]).suffix: r["rank"] for r in iter_records(two)}
+    assert ranks[".es"] in (0, 1) and len(ranks) == 3

@@ -144,6 +144,56 @@ def test_an_unreadable_part_is_skipped_with_a_warning_and_its_recordings_redone(
     assert not parts_dir(output).exists()
 
 
+def test_parts_of_a_split_recording_count_only_once_all_are_merged(tmp_path):
+    """A recording split between processes is done when every part is: then the merge joins
+    them into one group (rows in part order, counts summed, predictions over all rows)."""
+    output = tmp_path / "out.h5"
+    folder = parts_dir(output) / "rank-0"
+    folder.mkdir(parents=True)
+    rows = {0: [[0.9, 0.1], [0.8, 0.2]], 1: [[0.1, 0.9], [0.2, 0.8], [0.3, 0.7]]}
+
+    def commit(part: int) -> None:
+        recording = RecordingPart(folder, "/data/long.h5", rank=part, part=part, parts=2)
+        probabilities = np.array(rows[part], dtype=np.float32)
+        first = 0 if part == 0 else 2
+        recording.append(
+            {
+                "index": np.arange(first, first + len(probabilities)),
+                "probabilities": probabilities,
+                "predicted": probabilities.argmax(-1),
+            }
+        )
+        record = {"path": "/data/long.h5", "checksum": "c", "size": 10, "error": ""}
+        recording.finish({**record, "n_events": 100 * (part + 1), "n_windows": 2 + part}, [])
+        commit_parts(folder, [recording])
+
+    commit(0)
+    assert completed(output) == {} and list(iter_records(output)) == []
+    commit(1)
+    assert completed(output) == {}  # not before the merge joins them
+    assert merge(output, {"mode": "predict"}) == 1
+    (record,) = iter_records(output)
+    assert (record["n_windows"], record["n_events"], record["status"]) == (5, 200, "done")
+    assert (record["predicted"], record["predicted_majority"]) == (1, 1)  # mean 0.46 / 0.54
+    assert "part" not in record and completed(output) == {"/data/long.h5": "c"}
+    with h5py.File(output, "r") as file:
+        group = file["recordings"][recording_key("/data/long.h5")]
+        assert group["index"][:].tolist() == [0, 1, 2, 3, 4]
+        np.testing.assert_allclose(group["mean_probabilities"][:], [0.46, 0.54], rtol=1e-6)
+
+
+def test_an_incomplete_split_recording_is_not_merged_and_is_redone(tmp_path):
+    output = tmp_path / "out.h5"
+    folder = parts_dir(output) / "rank-1"
+    folder.mkdir(parents=True)
+    recording = RecordingPart(folder, "/data/long.h5", part=1, parts=2)
+    recording.finish({"path": "/data/long.h5", "checksum": "c", "n_windows": 0}, [])
+    commit_parts(folder, [recording])
+    finished_part(output, "/data/a.npy", [[1.0, 0.0]])
+    assert merge(output, {"mode": "predict"}, complete=False) == 1
+    assert completed(output) == {"/data/a.npy": "abc"}
+
+
 def test_merge_keeps_old_results_and_prefers_newer_parts(tmp_path):
     output = tmp_path / "out.h5"
     finished_part(output, "/data/a.npy", [[1.0, 0.0], [1.0, 0.0]], sha="old")

@@ -70,6 +70,46 @@ def test_time_windows_skip_the_gap(recording, block):
     )  # empty ones left out
 
 
+def _as_tuples(windows) -> list[tuple]:
+    return [(w.index, w.t_start, w.t_stop, w.first_event, w.events.tobytes()) for w in windows]
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".npy"])
+@pytest.mark.parametrize("parts", [2, 3, 7])
+@pytest.mark.parametrize("length", [1000, 700, 25_000])  # 25 ms: longer than the recording
+def test_parts_of_a_recording_hold_its_windows_once_in_order(
+    recording, tmp_path, suffix, parts, length
+):
+    """Split across processes, the parts' windows are the whole recording's, in order (the gap
+    leaves some parts' first windows empty; with 7 parts of 25 ms most parts are empty)."""
+    path = recording if suffix == ".h5" else str(tmp_path / "rec.npy")
+    if suffix == ".npy":
+        write(path, read(recording).events, SENSOR)
+    config = WindowConfig(duration_us=length)
+    whole = _as_tuples(iter_windows(path, config, block_events=97))
+    split = [
+        _as_tuples(iter_windows(path, config, block_events=97, part=k, parts=parts))
+        for k in range(parts)
+    ]
+    assert [w for windows in split for w in windows] == whole
+    if length == 1000:
+        assert all(split)  # every part does some of the work
+
+
+def test_recordings_that_cannot_be_split_go_whole_to_part_0(recording, tmp_path):
+    """Overlapping or count windows, and formats that cannot seek by time, are not split."""
+    es = tmp_path / "rec.es"
+    write(es, read(recording).events, SENSOR)
+    for path, config in [
+        (recording, WindowConfig(duration_us=1000, overlap=500)),
+        (recording, WindowConfig(n_events=300)),
+        (es, WindowConfig(duration_us=1000)),
+    ]:
+        whole = _as_tuples(iter_windows(path, config))
+        assert _as_tuples(iter_windows(path, config, part=0, parts=2)) == whole
+        assert list(iter_windows(path, config, part=1, parts=2)) == []
+
+
 @pytest.mark.parametrize("block", [2**20, 7])
 def test_long_gap_gives_only_windows_with_events(tmp_path, block):
     """20k overlapping windows span the 200 ms gap; only the ones holding events come out."""

@@ -12,7 +12,7 @@ from eventsnn.events.core import (
 )
 from eventsnn.events.summary import summarize
 
-_IO_NAMES = ("iter_chunks", "read", "write")
+_IO_NAMES = ("iter_chunks", "iter_packets", "read", "time_index", "write")
 
 
 def __getattr__(name: str):
@@ -41,10 +41,12 @@ __all__ = [
     "decoding_threads",
     "empty_events",
     "iter_chunks",
+    "iter_packets",
     "make_events",
     "read",
     "simulate",
     "summarize",
+    "time_index",
     "validate",
     "write",
 ]

@@ -11,6 +11,7 @@ does not fit the model ends with an ``error`` and the others go on.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,10 +35,35 @@ WINDOW_COLUMNS = ("recording", "index", "t_start", "t_stop", "first_event", "n_e
 
 @dataclass(frozen=True)
 class RecordingTask:
-    """A recording to process: its position in the run's list and its path."""
+    """A recording, or part `part` of `parts` of one, to process: its position in the run's
+    plan and its path (see `plan_tasks`)."""
 
     index: int
     path: str
+    part: int = 0
+    parts: int = 1
+
+
+def plan_tasks(paths: Sequence[str], shares: int, split_bytes: int) -> list[RecordingTask]:
+    """The run's tasks: one a recording, or one a process for files of `split_bytes` or more.
+
+    Several processes (`shares`: ranks x data-loader workers) would otherwise wait for the one
+    reading the last long recording (3 recordings on 2 processes: 2 + 1). Each process finds the
+    same plan from the file sizes (`iter_windows` cuts a part's windows; files that cannot be
+    split give their other parts no window). 0 never splits.
+    """
+    tasks: list[RecordingTask] = []
+    for path in paths:
+        parts = shares if shares > 1 and split_bytes and _size(path) >= split_bytes else 1
+        tasks += [RecordingTask(len(tasks) + part, path, part, parts) for part in range(parts)]
+    return tasks
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:  # recorded as the recording's error when it is read
+        return 0
 
 
 class WindowDataset(IterableDataset):
@@ -98,13 +124,16 @@ class WindowDataset(IterableDataset):
         try:
             record["size"] = Path(task.path).stat().st_size
             record["checksum"] = file_checksum(task.path)
-            for window in iter_windows(task.path, self.window, self.sensor_size):
+            windows = iter_windows(
+                task.path, self.window, self.sensor_size, part=task.part, parts=task.parts
+            )
+            for window in windows:
                 encoded = np.asarray(self.encode(window.events))
                 self._check_shape(task.path, encoded)
                 n_events = max(n_events, window.first_event + len(window.events))
                 n_windows += 1
                 yield task.index, window, encoded
-            if n_events == 0:
+            if n_events == 0 and task.part == 0:  # later parts of a recording may hold none
                 raise EventsError(f"{task.path}: the recording holds no events")
         except Exception as error:  # a batch job records any failure and goes on
             record["error"] = _message(error)
@@ -175,16 +204,36 @@ class _BatchBuilder:
 
 
 class WindowDataModule(pl.LightningDataModule):
-    """The predict loader: a `WindowDataset` for this rank (known only once the trainer runs)."""
+    """The predict loader: a `WindowDataset` for this rank (known only once the trainer runs).
 
-    def __init__(self, num_workers: int = 0, **dataset_options: Any) -> None:
+    `paths` are planned into tasks (`plan_tasks`) once the number of processes is known.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        num_workers: int = 0,
+        split_bytes: int = 0,
+        **dataset_options: Any,
+    ) -> None:
         super().__init__()
+        self.paths = list(paths)
         self.num_workers = num_workers
+        self.split_bytes = split_bytes
         self.dataset_options = dataset_options
+        self._plan: list[RecordingTask] | None = None
+
+    def plan(self) -> list[RecordingTask]:
+        """The run's tasks for the trainer's processes (the same in every process)."""
+        if self._plan is None:
+            shares = self.trainer.world_size * max(1, self.num_workers)
+            self._plan = plan_tasks(self.paths, shares, self.split_bytes)
+        return self._plan
 
     def predict_dataloader(self) -> DataLoader:
         """Batches are made by the dataset itself (batch_size=None)."""
         dataset = WindowDataset(
+            tasks=self.plan(),
             **self.dataset_options,
             rank=self.trainer.global_rank,
             world_size=self.trainer.world_size,

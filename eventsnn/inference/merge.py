@@ -12,17 +12,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import h5py
+import numpy as np
 
 from eventsnn.atomic import written_atomically
 from eventsnn.inference.results import (
     FORMAT,
     FORMAT_VERSION,
     RECORDINGS,
+    STATUS_FAILED,
     open_part,
     part_files,
     parts_dir,
@@ -40,14 +43,21 @@ def merge(output: str | os.PathLike, metadata: Mapping[str, Any], complete: bool
     # durable: the parts are deleted once the merged file is in place
     with written_atomically(output) as tmp, h5py.File(tmp, "w") as target:
         recordings = target.create_group(RECORDINGS)
+        pieces: dict[str, dict[int, tuple[Path, str]]] = {}  # split recordings: key -> parts
         for path in reversed(parts):  # newest first: a recording's newest result wins
             part = open_part(path)
             if part is None:
                 continue
             with part:
                 for key, group in part.get(RECORDINGS, {}).items():
-                    if key not in recordings:
+                    if "parts" in group.attrs:
+                        whole = pieces.setdefault(key.partition("~")[0], {})
+                        whole.setdefault(int(group.attrs["part"]), (path, key))
+                    elif key not in recordings:
                         part.copy(group, recordings, name=key)
+        for key, found in pieces.items():
+            if key not in recordings and _all_parts(found):
+                join_parts([found[k] for k in sorted(found)], recordings, key)
         runs = _copy_previous(output, recordings)
         target.attrs["format"] = FORMAT
         target.attrs["format_version"] = FORMAT_VERSION
@@ -76,3 +86,55 @@ def _copy_previous(output: Path, recordings: h5py.Group) -> list[Any]:
                 if "sha256" in copied.attrs and "checksum" not in copied.attrs:  # format 1
                     copied.attrs["checksum"] = f"sha256:{copied.attrs['sha256']}"
         return json.loads(previous.attrs.get("runs", "[]"))
+
+
+def _all_parts(found: Mapping[int, tuple[Path, str]]) -> bool:
+    """Whether every part of a split recording was found (its names end in "of<parts>")."""
+    (_, name), *_ = found.values()
+    return len(found) == int(name.rpartition("of")[2])
+
+
+def join_parts(sources: Sequence[tuple[Path, str]], recordings: h5py.Group, key: str) -> None:
+    """Write the parts of a split recording, (part file, group name) in part order, as the one
+    group an unsplit run writes: rows one after the other, counts summed, the whole-recording
+    predictions taken over all rows."""
+    with ExitStack() as files:
+        groups = [
+            files.enter_context(h5py.File(path, "r"))[RECORDINGS][name] for path, name in sources
+        ]
+        target = recordings.create_group(key)
+        names = dict.fromkeys(name for group in groups for name in group)
+        for name in names:
+            if name != "mean_probabilities":
+                _concatenate([group[name] for group in groups if name in group], target, name)
+        target.attrs.update(_joined_attrs(groups, target))
+
+
+def _concatenate(columns: Sequence[h5py.Dataset], target: h5py.Group, name: str) -> None:
+    rows = sum(len(column) for column in columns)
+    first = columns[0]
+    joined = target.create_dataset(name, shape=(rows, *first.shape[1:]), dtype=first.dtype)
+    joined.attrs.update(first.attrs)
+    at = 0
+    for column in columns:
+        if len(column):
+            joined[at : at + len(column)] = column[()]
+        at += len(column)
+
+
+def _joined_attrs(groups: Sequence[h5py.Group], target: h5py.Group) -> dict[str, Any]:
+    attrs = {k: v for k, v in groups[0].attrs.items() if k not in ("part", "parts")}
+    for name, join in (("n_windows", sum), ("n_events", max), ("seconds", sum)):
+        if all(name in group.attrs for group in groups):
+            attrs[name] = join(group.attrs[name].item() for group in groups)
+    failed = [group for group in groups if group.attrs["status"] == STATUS_FAILED]
+    if failed:
+        attrs["status"], attrs["error"] = STATUS_FAILED, failed[0].attrs["error"]
+    attrs["predicted"] = attrs["predicted_majority"] = -1
+    if "probabilities" in target and len(target["probabilities"]):
+        probabilities = target["probabilities"][()]
+        mean = probabilities.astype(np.float64).sum(axis=0) / len(probabilities)
+        target.create_dataset("mean_probabilities", data=mean.astype(np.float32))
+        votes = np.bincount(target["predicted"][()], minlength=probabilities.shape[1])
+        attrs["predicted"], attrs["predicted_majority"] = int(mean.argmax()), int(votes.argmax())
+    return attrs

@@ -23,7 +23,9 @@ half-written part where a finished one is expected. Parts are not fsynced (the m
 after a power cut an unreadable part is skipped with a warning and its recordings are redone.
 A recording whose rows outgrow memory (encoded tensors of a long recording) streams them to a
 temporary file of its own, which becomes its part file when it finishes. Part names sort in
-commit order: the newest wins.
+commit order: the newest wins. A long recording split between processes (`plan_tasks`) is
+written as groups ``<key>~<part>of<parts>`` (@part, @parts); the merge joins them into one
+group once all are there, and until then none of them counts as done.
 """
 
 from __future__ import annotations
@@ -81,6 +83,11 @@ def recording_key(path: str) -> str:
     return hashlib.sha1(path.encode()).hexdigest()[:24]
 
 
+def part_key(key: str, part: int, parts: int) -> str:
+    """Group name of part `part` of `parts` of the recording `key` (the key itself if whole)."""
+    return key if parts == 1 else f"{key}~{part}of{parts}"
+
+
 def parts_dir(output: str | os.PathLike) -> Path:
     """Folder of the ranks' part files beside the output file."""
     output = Path(output)
@@ -97,7 +104,8 @@ def iter_records(
     for file in [*files, *filter(None, map(open_part, part_files(output)))]:
         with file:
             for group in file.get(RECORDINGS, {}).values():
-                yield record_attrs(group, keys)
+                if "parts" not in group.attrs:  # a part of a recording is not a recording
+                    yield record_attrs(group, keys)
 
 
 def open_part(path: Path) -> h5py.File | None:
@@ -163,10 +171,20 @@ class RecordingPart:
     bounded, and that file becomes the recording's part file when it finishes.
     """
 
-    def __init__(self, folder: Path, path: str, rank: int = 0, flush_bytes: int = 2**24) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        path: str,
+        rank: int = 0,
+        flush_bytes: int = 2**24,
+        part: int = 0,
+        parts: int = 1,
+    ) -> None:
         self.folder = folder
-        self.key = recording_key(path)
+        self.key = part_key(recording_key(path), part, parts)
         self.attrs: dict[str, Any] = {"path": path, "rank": rank}
+        if parts > 1:
+            self.attrs.update(part=part, parts=parts)
         self.flush_bytes = flush_bytes
         self.buffered: dict[str, list[np.ndarray]] = {}
         self.buffered_bytes = 0

@@ -34,15 +34,11 @@ class ResultsWriter(BasePredictionWriter):
     """Writes per-rank part files and merges them on rank 0 (module docstring)."""
 
     def __init__(
-        self,
-        output: str | os.PathLike,
-        tasks: Sequence[RecordingTask],
-        metadata: Mapping[str, Any],
-        progress: bool = True,
+        self, output: str | os.PathLike, metadata: Mapping[str, Any], progress: bool = True
     ) -> None:
         super().__init__(write_interval="batch")
         self.output = Path(output)
-        self.paths = {task.index: task.path for task in tasks}
+        self.tasks: dict[int, RecordingTask] = {}
         self.metadata = dict(metadata)
         self.progress = progress
         self.open: dict[int, RecordingPart] = {}
@@ -58,9 +54,10 @@ class ResultsWriter(BasePredictionWriter):
         self.rank = trainer.global_rank
         self.folder = parts_dir(self.output) / f"rank-{self.rank}"
         self.folder.mkdir(parents=True, exist_ok=True)
-        mine = len(list(self.paths)[trainer.global_rank :: trainer.world_size])
+        plan = trainer.datamodule.plan()  # the WindowDataModule's tasks
+        self.tasks = {task.index: task for task in plan}
         self.bar = tqdm(
-            total=mine,
+            total=len(plan[trainer.global_rank :: trainer.world_size]),
             unit="rec",
             desc="recordings",
             dynamic_ncols=True,
@@ -101,7 +98,10 @@ class ResultsWriter(BasePredictionWriter):
 
     def _part(self, index: int) -> RecordingPart:
         if index not in self.open:
-            self.open[index] = RecordingPart(self.folder, self.paths[index], self.rank)
+            task = self.tasks[index]
+            self.open[index] = RecordingPart(
+                self.folder, task.path, self.rank, part=task.part, parts=task.parts
+            )
         return self.open[index]
 
     def _show(self, finished: int) -> None:

@@ -19,6 +19,18 @@ PacketReader = Callable[[int | None, int | None], Iterator[np.ndarray]]
 RangeReader = Callable[[int | None, int | None], np.ndarray]
 """(t_start, t_stop) -> exactly the events with t_start <= t < t_stop, in one array."""
 
+
+@dataclass(frozen=True)
+class TimeIndex:
+    """Where times fall in a file that can seek by time: for cutting a recording into parts."""
+
+    n_events: int
+    first_t: int
+    last_t: int
+    events_before: Callable[[int], int]
+    """t -> how many events are earlier than t (binary search: reads about log2(n) of them)."""
+
+
 CHUNK_EVENTS = 1 << 20
 """Events converted or written at a time, to bound the extra memory of a conversion."""
 
@@ -36,6 +48,9 @@ class OpenedFile:
     """What is wrong with the end of the file when the decoder would hide it (a cut record)."""
     read_range: RangeReader | None = None
     """Formats that can seek by time read a range into one array, without a second copy."""
+    time_index: Callable[[], TimeIndex | None] | None = None
+    """Formats that can seek by time also tell where times fall (reading a few events; None
+    for a file without events)."""
 
 
 @contextmanager
@@ -107,6 +122,19 @@ class _LazyColumn:
 
     def __getitem__(self, i: int) -> int:
         return int(self.column[i])
+
+
+def time_index_of(t_column) -> TimeIndex | None:
+    """The `TimeIndex` of a sorted t column on disk that stays readable (a memory map)."""
+    column = _LazyColumn(t_column)
+    if len(column) == 0:
+        return None
+    return TimeIndex(
+        n_events=len(column),
+        first_t=column[0],
+        last_t=column[len(column) - 1],
+        events_before=lambda t: bisect.bisect_left(column, t),
+    )
 
 
 def index_range(t_column, t_start: int | None, t_stop: int | None) -> tuple[int, int]:

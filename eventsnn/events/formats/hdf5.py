@@ -22,6 +22,7 @@ multiples of CHUNK_EVENTS so that no chunk is decoded twice.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -32,9 +33,11 @@ from eventsnn.events.core import EVENT_DTYPE, EventsError, SensorSize, as_sensor
 from eventsnn.events.formats.base import (
     CHUNK_EVENTS,
     OpenedFile,
+    TimeIndex,
     aligned_blocks,
     index_range,
     library_errors,
+    time_index_of,
 )
 from eventsnn.events.formats.hdf5_chunks import read_columns
 
@@ -95,11 +98,24 @@ def open_hdf5(path: Path) -> OpenedFile:
             group = f[GROUP]
             return _read_slice(group, *index_range(group["t"], t_start, t_stop))
 
+    def time_index() -> TimeIndex | None:
+        with library_errors(path, "cannot read"), h5py.File(path, "r") as f:
+            index = time_index_of(f[GROUP]["t"])
+        if index is None:
+            return None
+
+        def events_before(t: int) -> int:
+            with library_errors(path, "cannot read"), h5py.File(path, "r") as f:
+                return index_range(f[GROUP]["t"], t, None)[0]
+
+        return replace(index, events_before=events_before)  # the file is open per search
+
     return OpenedFile(
         format="hdf5",
         sensor_size=sensor_size,
         packets=packets,
         read_range=read_range,
+        time_index=time_index,
         metadata={"format_version": version},
     )
 

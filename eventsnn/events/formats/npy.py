@@ -24,8 +24,10 @@ from eventsnn.events.core import (
 from eventsnn.events.formats.base import (
     CHUNK_EVENTS,
     OpenedFile,
+    aligned_blocks,
     index_range,
     library_errors,
+    time_index_of,
 )
 
 
@@ -100,8 +102,8 @@ def open_npy(path: Path) -> OpenedFile:
 
     def packets(t_start: int | None, t_stop: int | None) -> Iterator[np.ndarray]:
         lo, hi = index_range(array["t"], t_start, t_stop)
-        for start in range(lo, hi, CHUNK_EVENTS):
-            yield _copy(path, array, start, min(start + CHUNK_EVENTS, hi))
+        for start, stop in aligned_blocks(lo, hi, CHUNK_EVENTS):
+            yield _copy(path, array, start, stop)
 
     def read_range(t_start: int | None, t_stop: int | None) -> np.ndarray:
         return _copy(path, array, *index_range(array["t"], t_start, t_stop))
@@ -111,6 +113,7 @@ def open_npy(path: Path) -> OpenedFile:
         sensor_size=_read_sidecar(path),
         packets=packets,
         read_range=read_range,
+        time_index=lambda: time_index_of(array["t"]),
         metadata={"dtype": str(array.dtype)},
     )
 
