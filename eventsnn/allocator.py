@@ -27,11 +27,14 @@ def tune_allocator() -> bool:
     """Raise glibc's mmap and trim thresholds for this process (and the children it forks).
 
     Returns whether it did: not off glibc (macOS, musl), not when the user has set either
-    threshold or preloads an allocator (`USER_SETTINGS`), nor with EVENTSNN_MALLOC_TUNING=0.
+    threshold (`USER_SETTINGS`, or glibc.malloc tunables in GLIBC_TUNABLES) or preloads an
+    allocator, nor with EVENTSNN_MALLOC_TUNING=0.
     """
     if os.environ.get("EVENTSNN_MALLOC_TUNING", "1") == "0":
         return False
     if any(os.environ.get(name) for name in USER_SETTINGS):
+        return False
+    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):  # the newer way to set them
         return False
     if not _glibc():
         return False

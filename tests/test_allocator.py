@@ -54,7 +54,11 @@ def test_tuned_process_stops_faulting_in_each_batch_activations():
 
 @pytest.mark.parametrize(
     "setting",
-    [("MALLOC_TRIM_THRESHOLD_", "1000000"), ("LD_PRELOAD", "libjemalloc.so.2")],
+    [
+        ("MALLOC_TRIM_THRESHOLD_", "1000000"),
+        ("LD_PRELOAD", "libjemalloc.so.2"),
+        ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=1000000"),
+    ],
 )
 def test_user_allocator_settings_win(monkeypatch, setting):
     monkeypatch.setenv(*setting)

@@ -182,6 +182,28 @@ def test_parts_of_a_split_recording_count_only_once_all_are_merged(tmp_path):
         np.testing.assert_allclose(group["mean_probabilities"][:], [0.46, 0.54], rtol=1e-6)
 
 
+def test_pieces_join_only_with_pieces_of_the_same_split_and_damage_is_skipped(tmp_path):
+    """A resume with another number of processes leaves pieces of two splits: the complete one
+    is joined. A part file that opens but is damaged inside is skipped, not fatal."""
+    output = tmp_path / "out.h5"
+    folder = parts_dir(output) / "rank-0"
+    folder.mkdir(parents=True)
+    for part, parts in ((0, 2), (1, 2), (2, 3)):
+        recording = RecordingPart(folder, "/data/long.h5", part=part, parts=parts)
+        probabilities = np.array([[0.25, 0.75]], dtype=np.float32)
+        recording.append({"index": np.array([part]), "probabilities": probabilities,
+                          "predicted": np.array([1])})  # fmt: skip
+        recording.finish({"path": "/data/long.h5", "checksum": "c", "n_windows": 1}, [])
+        commit_parts(folder, [recording])
+    damaged = folder / "99999999999999999999-1-000000.h5"  # the newest
+    with h5py.File(damaged, "w") as file:
+        file.create_group("recordings/abc~0of2").attrs["parts"] = 2  # no @part, no @checksum
+    with pytest.warns(UserWarning, match="99999999999999999999-1-000000.h5: skipped"):
+        assert merge(output, {"mode": "predict"}) == 1
+    (record,) = iter_records(output)
+    assert record["n_windows"] == 2 and record["predicted"] == 1
+
+
 def test_an_incomplete_split_recording_is_not_merged_and_is_redone(tmp_path):
     output = tmp_path / "out.h5"
     folder = parts_dir(output) / "rank-1"

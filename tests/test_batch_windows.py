@@ -92,6 +92,7 @@ def test_parts_of_a_recording_hold_its_windows_once_in_order(
         for k in range(parts)
     ]
     assert [w for windows in split for w in windows] == whole
+    assert split[0] and split[0][0] == whole[0]  # empty parts come last: never the first
     if length == 1000:
         assert all(split)  # every part does some of the work
 

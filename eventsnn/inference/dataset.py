@@ -224,10 +224,14 @@ class WindowDataModule(pl.LightningDataModule):
         self._plan: list[RecordingTask] | None = None
 
     def plan(self) -> list[RecordingTask]:
-        """The run's tasks for the trainer's processes (the same in every process)."""
+        """The run's tasks for the trainer's processes: rank 0's plan, sent to every rank (the
+        first call is collective: every rank makes it in the writer's `setup`)."""
         if self._plan is None:
             shares = self.trainer.world_size * max(1, self.num_workers)
-            self._plan = plan_tasks(self.paths, shares, self.split_bytes)
+            plan = plan_tasks(self.paths, shares, self.split_bytes)
+            # rank 0's: a file growing, or a stat failing in one rank only, must not make
+            # the ranks' plans differ (a recording would be skipped or done twice)
+            self._plan = self.trainer.strategy.broadcast(plan, src=0)
         return self._plan
 
     def predict_dataloader(self) -> DataLoader:

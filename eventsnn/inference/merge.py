@@ -29,6 +29,7 @@ from eventsnn.inference.results import (
     open_part,
     part_files,
     parts_dir,
+    skip_part,
 )
 
 
@@ -36,28 +37,17 @@ def merge(output: str | os.PathLike, metadata: Mapping[str, Any], complete: bool
     """Merge parts into `output` with this run's `metadata`; return the number of recordings.
 
     `complete` (every rank has finished) removes the whole parts folder, unfinished parts of
-    killed runs included; otherwise only the merged parts are removed.
+    killed runs included; otherwise only the committed part files are removed, with the pieces
+    of split recordings not all there (those recordings are redone whole).
     """
     output = Path(output)
     parts = part_files(output)
     # durable: the parts are deleted once the merged file is in place
     with written_atomically(output) as tmp, h5py.File(tmp, "w") as target:
         recordings = target.create_group(RECORDINGS)
-        pieces: dict[str, dict[int, tuple[Path, str]]] = {}  # split recordings: key -> parts
+        pieces: Pieces = {}
         for path in reversed(parts):  # newest first: a recording's newest result wins
-            part = open_part(path)
-            if part is None:
-                continue
-            with part:
-                for key, group in part.get(RECORDINGS, {}).items():
-                    if "parts" in group.attrs:
-                        whole = pieces.setdefault(key.partition("~")[0], {})
-                        whole.setdefault(int(group.attrs["part"]), (path, key))
-                    elif key not in recordings:
-                        part.copy(group, recordings, name=key)
-        for key, found in pieces.items():
-            if key not in recordings and _all_parts(found):
-                join_parts([found[k] for k in sorted(found)], recordings, key)
+            _merge_part(path, recordings, pieces)
         runs = _copy_previous(output, recordings)
         target.attrs["format"] = FORMAT
         target.attrs["format_version"] = FORMAT_VERSION
@@ -88,10 +78,42 @@ def _copy_previous(output: Path, recordings: h5py.Group) -> list[Any]:
         return json.loads(previous.attrs.get("runs", "[]"))
 
 
-def _all_parts(found: Mapping[int, tuple[Path, str]]) -> bool:
-    """Whether every part of a split recording was found (its names end in "of<parts>")."""
-    (_, name), *_ = found.values()
-    return len(found) == int(name.rpartition("of")[2])
+Pieces = dict[tuple[str, int, str], dict[int, tuple[Path, str]]]
+"""Parts of split recordings seen so far: (key, parts, checksum) -> part -> (file, group)."""
+
+
+def _merge_part(path: Path, recordings: h5py.Group, pieces: Pieces) -> None:
+    """Copy a part file's whole recordings that `recordings` lacks, and join each split one
+    whose last missing part (same count of parts, same checksum) it holds. A file damaged
+    inside is skipped, with what it added taken out again (its recordings are redone)."""
+    part = open_part(path)
+    if part is None:
+        return
+    added: list[str] = []
+    try:
+        with part:
+            for name, group in part.get(RECORDINGS, {}).items():
+                key = name.partition("~")[0]
+                if key in recordings:
+                    continue
+                if "parts" not in group.attrs:
+                    part.copy(group, recordings, name=key)
+                    added.append(key)
+                    continue
+                count, checksum = int(group.attrs["parts"]), str(group.attrs["checksum"])
+                found = pieces.setdefault((key, count, checksum), {})
+                found.setdefault(int(group.attrs["part"]), (path, name))
+                if len(found) == count:
+                    added.append(key)
+                    join_parts([found[k] for k in sorted(found)], recordings, key)
+    except (OSError, KeyError) as error:
+        for key in added:
+            if key in recordings:
+                del recordings[key]
+        for found in pieces.values():  # its pieces can no more be read
+            for number in [k for k, (file, _) in found.items() if file == path]:
+                del found[number]
+        skip_part(path, error)
 
 
 def join_parts(sources: Sequence[tuple[Path, str]], recordings: h5py.Group, key: str) -> None:
@@ -111,14 +133,18 @@ def join_parts(sources: Sequence[tuple[Path, str]], recordings: h5py.Group, key:
 
 
 def _concatenate(columns: Sequence[h5py.Dataset], target: h5py.Group, name: str) -> None:
+    """One dataset of the columns' rows, copied ~16 MB at a time (encoded windows of a long
+    recording are what was spilled to disk for not fitting in memory)."""
     rows = sum(len(column) for column in columns)
     first = columns[0]
     joined = target.create_dataset(name, shape=(rows, *first.shape[1:]), dtype=first.dtype)
     joined.attrs.update(first.attrs)
+    step = max(1, 2**24 // max(1, first.dtype.itemsize * int(np.prod(first.shape[1:]))))
     at = 0
     for column in columns:
-        if len(column):
-            joined[at : at + len(column)] = column[()]
+        for start in range(0, len(column), step):
+            block = column[start : start + step]
+            joined[at + start : at + start + len(block)] = block
         at += len(column)
 
 

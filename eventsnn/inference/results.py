@@ -100,12 +100,26 @@ def iter_records(
     """Attributes (all, or `keys`) of every finished recording: the final file's, then the
     parts', oldest first."""
     output = Path(output)
-    files = [h5py.File(output, "r")] if output.exists() else []
-    for file in [*files, *filter(None, map(open_part, part_files(output)))]:
-        with file:
-            for group in file.get(RECORDINGS, {}).values():
-                if "parts" not in group.attrs:  # a part of a recording is not a recording
-                    yield record_attrs(group, keys)
+    if output.exists():
+        with h5py.File(output, "r") as file:
+            yield from _whole_records(file, keys)
+    for path in part_files(output):  # one open at a time: a killed run may leave thousands
+        part = open_part(path)
+        if part is None:
+            continue
+        with part:
+            try:
+                records = list(_whole_records(part, keys))
+            except (OSError, KeyError) as error:  # opens, but damaged inside
+                skip_part(path, error)
+                continue
+        yield from records
+
+
+def _whole_records(file: h5py.File, keys: Sequence[str] | None) -> Iterator[dict[str, Any]]:
+    for group in file.get(RECORDINGS, {}).values():
+        if "parts" not in group.attrs:  # a part of a recording is not a recording
+            yield record_attrs(group, keys)
 
 
 def open_part(path: Path) -> h5py.File | None:
@@ -117,11 +131,15 @@ def open_part(path: Path) -> h5py.File | None:
     try:
         return h5py.File(path, "r")
     except OSError as error:
-        warnings.warn(
-            f"{path}: skipped, not a readable part file ({error}); its recordings will be redone",
-            stacklevel=2,
-        )
+        skip_part(path, error)
         return None
+
+
+def skip_part(path: Path, error: Exception) -> None:
+    warnings.warn(
+        f"{path}: skipped, not a readable part file ({error}); its recordings will be redone",
+        stacklevel=3,
+    )
 
 
 def part_files(output: str | os.PathLike) -> list[Path]:

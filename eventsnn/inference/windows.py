@@ -133,8 +133,8 @@ def window_range(
     if index is None:
         return (0, None, None, 0, None) if part == 0 else None
     n_windows = (index.last_t - index.first_t) // config.stride + 1
-    first = part * n_windows // parts
-    stop = None if part == parts - 1 else (part + 1) * n_windows // parts
+    first = -(-part * n_windows // parts)  # rounded up: part 0 always holds window 0,
+    stop = None if part == parts - 1 else -(-(part + 1) * n_windows // parts)  # empty ones last
     if stop is not None and stop <= first:
         return None
     t_start = index.first_t + first * config.stride
