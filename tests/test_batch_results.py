@@ -18,6 +18,9 @@ from eventsnn.inference.results import (
     RecordingPart,
     commit_parts,
     file_checksum,
+    put_attrs,
+    put_dataset,
+    record_attrs,
     recording_key,
     same_checksum,
 )
@@ -320,3 +323,24 @@ def test_spilled_and_buffered_recordings_of_one_batch_merge_alike(tmp_path):
         np.testing.assert_allclose(big["mean_probabilities"][:], [1.4 / 3, 1.6 / 3], rtol=1e-6)
         assert big.attrs["predicted"] == 1 and big.attrs["predicted_majority"] == 1
         assert file["recordings"][recording_key("/data/small.npy")].attrs["predicted"] == 0
+
+
+def test_low_level_writes_read_back_as_h5py_high_level_ones(tmp_path):
+    """put_dataset / put_attrs (the fast path for many small recordings) against h5py's own."""
+    attrs = {"path": "/data/ü.npy", "size": 7, "seconds": 0.25, "error": "", "rank": np.int64(1)}
+    data = {"p": np.random.rand(3, 10).astype(np.float32), "i": np.arange(4), "e": np.zeros((0, 2))}
+    with h5py.File(tmp_path / "both.h5", "w") as file:
+        fast, slow = file.create_group("fast"), file.create_group("slow")
+        put_attrs(fast, {"size": -1})  # replaced below, as attrs.update would
+        put_attrs(fast, attrs)
+        slow.attrs.update(attrs)
+        for name, array in data.items():
+            put_dataset(fast, name, array)
+            slow.create_dataset(name, data=array)
+        for name in data:
+            assert fast[name].dtype == slow[name].dtype and fast[name].shape == slow[name].shape
+            np.testing.assert_array_equal(fast[name][()], slow[name][()])
+        assert record_attrs(fast) == record_attrs(slow) == {**attrs, "rank": 1}
+        assert {k: type(v) for k, v in fast.attrs.items()} == {
+            k: type(v) for k, v in slow.attrs.items()
+        }

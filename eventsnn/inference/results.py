@@ -264,10 +264,10 @@ class RecordingPart:
         _write_rows(group, self)
         if self.probability_sum is not None:
             mean = self.probability_sum / max(self.rows, 1)
-            group.create_dataset("mean_probabilities", data=mean.astype(np.float32))
+            put_dataset(group, "mean_probabilities", mean.astype(np.float32))
         if "firing_rates" in group:
-            group["firing_rates"].attrs["layer_names"] = json.dumps(self.layer_names)
-        group.attrs.update(self.attrs)
+            put_attrs(group["firing_rates"], {"layer_names": json.dumps(self.layer_names)})
+        put_attrs(group, self.attrs)
 
     def abandon(self) -> None:
         """Close and remove an unfinished recording's own file (the recording will be redone)."""
@@ -293,8 +293,8 @@ def _write_rows(group: h5py.Group, part: RecordingPart) -> None:
     resizable = part.spill is not None
     for name, chunks in part.buffered.items():
         rows = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
-        if name not in group and not resizable:
-            group.create_dataset(name, data=rows)
+        if not resizable:  # a new group of a part file
+            put_dataset(group, name, rows)
             continue
         if name not in group:
             row_bytes = max(1, rows[0].nbytes if len(rows) else 1)
@@ -310,3 +310,33 @@ def _write_rows(group: h5py.Group, part: RecordingPart) -> None:
         dataset.resize(n + len(rows), axis=0)
         dataset[n:] = rows
     part.buffered, part.buffered_bytes = {}, 0
+
+
+# A run over many small recordings writes ~10 datasets and ~12 attributes for each: h5py's
+# low-level calls do it in about a third of the time of its high-level ones (~2.4 ms a
+# recording here), with the same types on reading (UTF-8 strings, int64, float64).
+_UTF8 = h5py.h5t.py_create(h5py.string_dtype(), logical=True)
+_SCALAR = h5py.h5s.create(h5py.h5s.SCALAR)
+
+
+def put_dataset(group: h5py.Group, name: str, data: np.ndarray) -> None:
+    """``group[name] = data`` (a new, contiguous dataset) through h5py's low-level API."""
+    data = np.ascontiguousarray(data)
+    kind = h5py.h5t.py_create(data.dtype, logical=True)
+    dataset = h5py.h5d.create(group.id, name.encode(), kind, h5py.h5s.create_simple(data.shape))
+    if data.size:
+        dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, data)
+
+
+def put_attrs(target: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
+    """``target.attrs.update(attrs)`` for str and numeric scalars through the low-level API."""
+    for name, value in attrs.items():
+        key = name.encode()
+        if h5py.h5a.exists(target.id, key):
+            h5py.h5a.delete(target.id, key)
+        if isinstance(value, str):
+            kind, array = _UTF8, np.array(value, dtype=h5py.string_dtype())
+        else:
+            array = np.asarray(value)
+            kind = h5py.h5t.py_create(array.dtype)
+        h5py.h5a.create(target.id, key, kind, _SCALAR).write(array)
