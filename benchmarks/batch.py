@@ -249,7 +249,7 @@ def measure(args: argparse.Namespace) -> dict:
         (f"{args.long} x {long}, .npy", "long-npy", args.long, args.long_events, long_us, ".npy",
          args.repeat),
         (f"{args.many_long} x {long}, .h5 (gzip)", "long", args.many_long, args.long_events,
-         long_us, ".h5", 1),
+         long_us, ".h5", args.repeat),
     ]  # fmt: skip
     load_before = os.getloadavg()
     results = {"rows": [], "rss": []}
@@ -428,8 +428,8 @@ first-call set-up, paid by both ways: the network's fused neurons), the model ~0
 1,002 windows (~13 ms a batch of 32), writing results ~0.02 s. The .npy files read at ~2 ms a
 million events (one read call a block, when the file holds the event dtype itself). A reader
 thread moves reading and encoding to the second core while the model runs; two forked processes
-share the recordings, and recordings of 16 MB or more (`--split-mb`) are split between them, so
-3 recordings go 1.5 + 1.5, not 2 + 1.
+share the recordings; the large ones (16 MB or more, `--split-mb`) left over when they are dealt
+out whole are split between them, so 3 recordings go 1.5 + 1.5, not 2 + 1 (10 go 5 + 5, whole).
 
 Many small recordings are a different job: a 100-recording run takes well under a second either
 way and is mostly fixed costs both ways pay (numba's set-up, loading the model) plus Lightning's
@@ -450,7 +450,7 @@ def main() -> None:
     parser.add_argument("--long", type=int, default=3, help="number of long recordings")
     parser.add_argument("--many-long", type=int, default=10, help="long recordings, 2nd set")
     parser.add_argument("--scaling", type=int, default=20, help="long recordings, ours only")
-    parser.add_argument("--repeat", type=int, default=3, help="runs a row (not the 2nd set)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs a row, the ways alternating")
     parser.add_argument("--render", action="store_true", help="markdown from the last results")
     args = parser.parse_args()
     if args.obvious:

@@ -196,15 +196,19 @@ def test_two_forked_ranks_equal_one_process_and_resume(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_recordings_split_between_forked_ranks_equal_one_process(tmp_path, capsys):
-    """--split-mb 1: each rank reads half of every recording of 1 MB or more; the merged
-    groups are those of one process (the .es recording cannot be split: it goes whole)."""
+    """--split-mb 1: two recordings of 1 MB or more go whole, one to each rank, and each rank
+    reads half of the third; the merged groups are those of one process."""
     checkpoint = make_checkpoint(tmp_path / "model.h5")
     folder = tmp_path / "recordings"
     folder.mkdir()
-    for i, suffix in enumerate((".npy", ".h5", ".es")):
+    for i, suffix in enumerate((".es", ".npy", ".h5")):
         write(folder / f"long{i}{suffix}", random_events(10 + i, 600_000, 9_000_000), SENSOR)
     paths = sorted(str(path) for path in folder.iterdir() if path.suffix != ".json")
-    assert [task.parts for task in plan_tasks(paths, 2, 1 << 20)] == [2] * 6  # all >= 1 MB
+    plan = plan_tasks(paths, 2, 1 << 20)  # all 3 are >= 1 MB: one whole to each rank, the
+    assert [(Path(t.path).suffix, t.part, t.parts) for t in plan][2:] == [  # third split
+        (".h5", 0, 2),
+        (".h5", 1, 2),
+    ]
     one, two = tmp_path / "one.h5", tmp_path / "two.h5"
     argv = ["batch", "--checkpoint", str(checkpoint), "--inputs", str(folder), "--threads", "1"]
     assert batch.main([*argv, "--output", str(one), "--progress", "false"]) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -13,6 +14,7 @@ import xxhash
 from eventsnn.data.errors import ConfigError
 from eventsnn.encoding.transforms import Denoise, ToFrame
 from eventsnn.inference import completed, data_recipe, iter_records, merge, parts_dir
+from eventsnn.inference.dataset import plan_tasks
 from eventsnn.inference.recipe import build_transforms, training_window
 from eventsnn.inference.results import (
     RecordingPart,
@@ -344,3 +346,19 @@ def test_low_level_writes_read_back_as_h5py_high_level_ones(tmp_path):
         assert {k: type(v) for k, v in fast.attrs.items()} == {
             k: type(v) for k, v in slow.attrs.items()
         }
+
+
+def test_plan_splits_only_the_large_recordings_left_over_when_dealt_whole(tmp_path):
+    sizes = {"a": 5000, "b": 100, "c": 3000, "d": 4000, "e": 2000}  # bytes; large: >= 1000
+    paths = []
+    for name, size in sizes.items():
+        (tmp_path / name).write_bytes(b"\0" * size)
+        paths.append(str(tmp_path / name))
+    plan = plan_tasks(paths, 3, 1000)  # 4 large: 3 dealt whole, the last (in order) split
+    named = [(Path(t.path).name, t.part, t.parts) for t in plan]
+    assert named == [("a", 0, 1), ("d", 0, 1), ("c", 0, 1), ("b", 0, 1)] + [
+        ("e", k, 3) for k in range(3)
+    ]
+    assert [t.index for t in plan] == list(range(7))
+    assert all(t.parts == 1 for t in plan_tasks(paths, 2, 1000))  # 4 large, 2 processes
+    assert all(t.parts == 1 for t in plan_tasks(paths, 3, 0) + plan_tasks(paths, 1, 1000))
