@@ -432,13 +432,14 @@ share the recordings; the large ones (16 MB or more, `--split-mb`) left over whe
 out whole are split between them, so 3 recordings go 1.5 + 1.5, not 2 + 1 (10 go 5 + 5, whole).
 
 Many small recordings are a different job: a 100-recording run takes well under a second either
-way and is mostly fixed costs both ways pay (numba's set-up, loading the model) plus Lightning's
-set-up for `eventsnn batch`. Past them (the table above), a recording costs the obvious loop
-~3.3 ms and `eventsnn batch` more on one core: its results give each recording an HDF5 group of
-~10 datasets and ~12 attributes (~2.8 ms a recording with the commit), then the merge copies it
-(~0.5 ms) and the summary reads it back (~0.4 ms); reading and encoding take ~0.9 ms. A layout
-with one row per recording and per window, concatenated across recordings, would remove most of
-that; it is not done, so with many small files the batch command is at best even."""
+way and is mostly fixed costs both ways pay (numba's set-up, ~0.25 s; loading the model) plus
+Lightning's set-up for `eventsnn batch`: 5x on it would need the whole job done in a fifth of
+the loop's time, less than those fixed costs. Past them (the table above) a recording costs
+`eventsnn batch` (stage timers, one core) ~1 ms of reading and encoding, ~1-1.3 ms for its HDF5
+group of ~10 datasets and ~12 attributes (h5py's low-level calls; 2.3-2.5 ms with the
+high-level ones), ~0.25 ms for the merge to copy it and ~0.25 ms for the summary to read it
+back. A layout with one row per recording and per window, concatenated across recordings,
+would remove most of the last three; it is not done."""
 
 
 def main() -> None:

@@ -84,9 +84,9 @@ def build_parser() -> ArgumentParser:
         "--split-mb",
         type=NonNegativeInt,
         default=16,
-        help="with several processes, each reads a part of every recording of this many MB "
-        "or more (.h5, .npy; time windows without overlap), so that no process waits for "
-        "another's long recording; 0: whole recordings only",
+        help="with several processes, the recordings of this many MB or more left over when "
+        "they are dealt out whole are split, a part a process (.h5, .npy; time windows without "
+        "overlap), so that no process waits for another's long recording; 0: never",
     )
     parser.add_argument("--accelerator", type=str, default="cpu")
     parser.add_argument("--devices", type=int, default=1, help="processes (devices) a node")
