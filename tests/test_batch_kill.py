@@ -138,11 +138,12 @@ def test_two_ddp_ranks_equal_one_process(tmp_path):
 
 
 def fork_run(
-    folder: Path, checkpoint: Path, output: Path
+    folder: Path, checkpoint: Path, output: Path, *extra: str
 ) -> tuple[subprocess.CompletedProcess, float]:
     """`eventsnn batch` with two ranks forked from the command's process: (result, wall s)."""
     args = ["--checkpoint", str(checkpoint), "--inputs", str(folder), "--output", str(output)]
     args += ["--devices", "2", "--strategy", "ddp_fork", "--threads", "1", "--progress", "false"]
+    args += extra
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "batch", *args],
@@ -213,14 +214,7 @@ def test_recordings_split_between_forked_ranks_equal_one_process(tmp_path, capsy
     argv = ["batch", "--checkpoint", str(checkpoint), "--inputs", str(folder), "--threads", "1"]
     assert batch.main([*argv, "--output", str(one), "--progress", "false"]) == 0
     capsys.readouterr()
-    args = [*argv[1:], "--output", str(two), "--devices", "2", "--strategy", "ddp_fork"]
-    result = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "batch", *args, "--split-mb", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result, _ = fork_run(folder, checkpoint, two, "--split-mb", "1")
     assert result.returncode == 0, result.stderr[-2000:]
     with h5py.File(one, "r") as whole, h5py.File(two, "r") as split:
         assert sorted(whole["recordings"]) == sorted(split["recordings"])
