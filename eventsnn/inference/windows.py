@@ -97,7 +97,7 @@ def iter_windows(
     """Stream the windows of the recording at `path` (see the module docstring).
 
     With `sensor_size`, a file that declares another size or holds events outside it raises
-    `EventsError` naming the file (from `iter_chunks`). With `parts` > 1, only the windows of
+    `EventsError` naming the file (from `iter_packets`). With `parts` > 1, only the windows of
     part `part` (`window_range`); the parts' windows together are the whole recording's.
     """
     start = window_range(path, config, part, parts)
