@@ -215,24 +215,19 @@ def iter_chunks(
     format: str | None = None,
     partial: bool = False,
     sensor_size: Sequence[int] | None = None,
-    t_start: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Stream a file as windows of `duration_us` microseconds or of `n_events` events.
 
     Time windows are [t0 + k * duration_us, t0 + (k + 1) * duration_us) from the first event
     t0, empty windows included; count windows hold exactly n_events (the last one the rest).
     Concatenated, the windows equal `read(path).events`. Memory: one window plus one packet.
-    With `t_start`, the stream starts at the first event at or after it (formats that can
-    seek by time go there without decoding what is before).
     """
     if (duration_us is None) == (n_events is None):
         raise EventsError("iter_chunks needs exactly one of duration_us= or n_events=")
     size = duration_us if n_events is None else n_events
     if int(size) != size or size < 1:
         raise EventsError(f"window size must be a positive integer, got {size!r}")
-    packets = iter_packets(
-        path, format=format, partial=partial, sensor_size=sensor_size, t_start=t_start
-    )
+    packets = iter_packets(path, format=format, partial=partial, sensor_size=sensor_size)
     if n_events is not None:
         return by_count(packets, int(n_events))
     return by_duration(packets, int(duration_us))
@@ -247,7 +242,8 @@ def iter_packets(
     t_start: int | None = None,
 ) -> Iterator[np.ndarray]:
     """A file's events as its decoder yields them, checked (see `iter_chunks`), from the
-    first event at or after `t_start`: packets of any size, for readers that regroup them."""
+    first event at or after `t_start` (formats that seek by time go there without decoding
+    what is before): packets of any size, for readers that regroup them."""
     path = Path(path)
     given = None if sensor_size is None else as_sensor_size(sensor_size)
     opened = open_events_file(path, format, given)
@@ -256,8 +252,8 @@ def iter_packets(
 
 
 def time_index(path: str | PathLike, format: str | None = None) -> TimeIndex | None:
-    """Where times fall in a file that can seek by time (.h5, .npy): its number of events,
-    first and last t and a search for the events before a time; None for other formats,
+    """Where times fall in a file that can seek by time (.h5, .npy): its first and last t
+    and a search for the events before a time; None for other formats,
     damaged or empty files. Reads a few events, not the file."""
     path = Path(path)
     opened = open_events_file(path, format, None)

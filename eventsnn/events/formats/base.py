@@ -24,7 +24,6 @@ RangeReader = Callable[[int | None, int | None], np.ndarray]
 class TimeIndex:
     """Where times fall in a file that can seek by time: for cutting a recording into parts."""
 
-    n_events: int
     first_t: int
     last_t: int
     events_before: Callable[[int], int]
@@ -130,7 +129,6 @@ def time_index_of(t_column) -> TimeIndex | None:
     if len(column) == 0:
         return None
     return TimeIndex(
-        n_events=len(column),
         first_t=column[0],
         last_t=column[len(column) - 1],
         events_before=lambda t: bisect.bisect_left(column, t),

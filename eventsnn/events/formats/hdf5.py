@@ -22,7 +22,6 @@ multiples of CHUNK_EVENTS so that no chunk is decoded twice.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -37,7 +36,6 @@ from eventsnn.events.formats.base import (
     aligned_blocks,
     index_range,
     library_errors,
-    time_index_of,
 )
 from eventsnn.events.formats.hdf5_chunks import read_columns
 
@@ -98,17 +96,16 @@ def open_hdf5(path: Path) -> OpenedFile:
             group = f[GROUP]
             return _read_slice(group, *index_range(group["t"], t_start, t_stop))
 
+    def events_before(t: int) -> int:  # the file is opened for each search
+        with library_errors(path, "cannot read"), h5py.File(path, "r") as f:
+            return index_range(f[GROUP]["t"], t, None)[0]
+
     def time_index() -> TimeIndex | None:
         with library_errors(path, "cannot read"), h5py.File(path, "r") as f:
-            index = time_index_of(f[GROUP]["t"])
-        if index is None:
-            return None
-
-        def events_before(t: int) -> int:
-            with library_errors(path, "cannot read"), h5py.File(path, "r") as f:
-                return index_range(f[GROUP]["t"], t, None)[0]
-
-        return replace(index, events_before=events_before)  # the file is open per search
+            t = f[GROUP]["t"]
+            if len(t) == 0:
+                return None
+            return TimeIndex(int(t[0]), int(t[-1]), events_before)
 
     return OpenedFile(
         format="hdf5",
