@@ -139,8 +139,8 @@ def run_ours(checkpoint: Path, folder: Path, processes: int, readers: int) -> di
     with h5py.File(output, "r") as file:
         seconds = float(file.attrs["seconds"])
         predict = float(file.attrs["predict_seconds"])
-        events = sum(int(g.attrs["n_events"]) for g in file["recordings"].values())
-        windows = sum(int(g.attrs["n_windows"]) for g in file["recordings"].values())
+        events = int(file["recordings/n_events"][()].sum())
+        windows = int(file["recordings/n_windows"][()].sum())
     return {
         "events": events,
         "windows": windows,

@@ -6,7 +6,6 @@ encoded with tonic's ToFrame and run through the classifier directly.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -21,7 +20,7 @@ import torch
 from eventsnn.checkpoint import load_model, read_checkpoint, save, write_checkpoint
 from eventsnn.events import make_events, read, write
 from eventsnn.events.formats import hdf5, hdf5_chunks
-from eventsnn.inference import iter_records
+from eventsnn.inference import iter_records, read_recording
 from eventsnn.models import SpikingClassifier
 from pipelines import batch
 
@@ -114,31 +113,53 @@ def expected_probabilities(path: Path, model: torch.nn.Module) -> tuple[np.ndarr
     return logits.softmax(-1).numpy(), logits.numpy()
 
 
+def recordings_of(output: Path) -> dict[str, dict]:
+    """Every recording of a results file by path: its row, with its windows' columns."""
+    with h5py.File(output, "r") as file:
+        return {path: read_recording(file, path) for path in file["recordings/path"].asstr()[()]}
+
+
+def check_tables(file: h5py.File) -> None:
+    """The results layout's invariants: a recording's windows are its n_windows rows from
+    first_window on, one after the other, and each window row names its recording's row."""
+    counts = file["recordings/n_windows"][()]
+    assert len(file["recordings/path"]) == len(set(file["recordings/path"][()]))
+    np.testing.assert_array_equal(file["recordings/first_window"][()], np.cumsum(counts) - counts)
+    recording = np.repeat(np.arange(len(counts)), counts)
+    np.testing.assert_array_equal(file["windows/recording"][()], recording)
+    assert all(len(column) == counts.sum() for column in file["windows"].values())
+
+
 def test_mixed_folder_matches_the_model_and_records_failures(setup, capsys):
     output = setup["root"] / "mixed.h5"
     assert run(setup, output) == 1  # some recordings failed
     model = load_model(setup["checkpoint"])
+    results = recordings_of(output)
+    assert len(results) == len(GOOD) + 4
+    for name in GOOD:
+        record = results[str(setup["folder"] / name)]
+        windows = record["windows"]
+        probabilities, logits = expected_probabilities(setup["folder"] / name, model)
+        np.testing.assert_allclose(windows["probabilities"], probabilities, atol=1e-5)
+        np.testing.assert_array_equal(windows["predicted"], probabilities.argmax(-1))
+        np.testing.assert_allclose(windows["spike_counts"], logits)  # count readout
+        rates = windows["firing_rates"]
+        np.testing.assert_allclose(rates[:, -1], logits.sum(-1) / (BINS * 3), rtol=1e-5)
+        mean = probabilities.mean(0)
+        np.testing.assert_allclose(record["mean_probabilities"], mean, rtol=1e-5)
+        assert record["predicted"] == mean.argmax()
+        assert record["status"] == "done" and record["n_events"] == 3000
+        assert record["size"] == (setup["folder"] / name).stat().st_size
+        assert np.all(np.diff(windows["t_start"]) % WINDOW_US == 0)
+    failed = {Path(p).name: r["error"] for p, r in results.items() if r["error"]}
+    assert set(failed) == {"corrupt.npy", "empty.h5", "wide.npy", "zero.npy"}
+    assert "no events" in failed["zero.npy"]
+    assert "(34, 34, 2)" in failed["wide.npy"] and "(8, 8, 2)" in failed["wide.npy"]
+    assert all(name in error for name, error in failed.items())
+    assert all(np.isnan(r["mean_probabilities"]).all() for r in results.values() if r["error"])
     with h5py.File(output, "r") as file:
-        groups = {g.attrs["path"]: g for g in file["recordings"].values()}
-        assert len(groups) == len(GOOD) + 4
-        for name in GOOD:
-            group = groups[str(setup["folder"] / name)]
-            probabilities, logits = expected_probabilities(setup["folder"] / name, model)
-            np.testing.assert_allclose(group["probabilities"][:], probabilities, atol=1e-5)
-            np.testing.assert_array_equal(group["predicted"][:], probabilities.argmax(-1))
-            np.testing.assert_allclose(group["spike_counts"][:], logits)  # count readout
-            rates = group["firing_rates"][:]
-            np.testing.assert_allclose(rates[:, -1], logits.sum(-1) / (BINS * 3), rtol=1e-5)
-            mean = probabilities.mean(0)
-            assert group.attrs["predicted"] == mean.argmax()
-            assert group.attrs["status"] == "done" and group.attrs["n_events"] == 3000
-            assert group.attrs["size"] == (setup["folder"] / name).stat().st_size
-            assert np.all(np.diff(group["t_start"][:]) % WINDOW_US == 0)
-        failed = {Path(p).name: g.attrs["error"] for p, g in groups.items() if g.attrs["error"]}
-        assert set(failed) == {"corrupt.npy", "empty.h5", "wide.npy", "zero.npy"}
-        assert "no events" in failed["zero.npy"]
-        assert "(34, 34, 2)" in failed["wide.npy"] and "(8, 8, 2)" in failed["wide.npy"]
-        assert all(name in error for name, error in failed.items())
+        check_tables(file)
+        assert json.loads(file["windows/firing_rates"].attrs["layer_names"])[-1].endswith("lif")
         assert json.loads(file.attrs["parameters"])["window_us"] == WINDOW_US
         assert "torch" in json.loads(file.attrs["versions"])
     table = capsys.readouterr().out
@@ -178,22 +199,17 @@ def test_resume_skips_done_and_redoes_changed_files(setup, capsys):
         assert len(json.loads(file.attrs["runs"])) == 1
 
 
-def test_results_of_format_1_with_sha256_still_resume(setup, tmp_path, capsys):
+def test_results_of_an_older_format_are_refused_clearly(setup, tmp_path, capsys):
     output = tmp_path / "old.h5"
     inputs = str(setup["folder"] / "r0.npy")
-    run(setup, output, inputs=inputs)
-    with h5py.File(output, "r+") as file:  # rewrite the record as format 1 stored it
-        (group,) = file["recordings"].values()
-        del group.attrs["checksum"]
-        group.attrs["sha256"] = hashlib.sha256(Path(inputs).read_bytes()).hexdigest()
-    capsys.readouterr()
-    run(setup, output, inputs=inputs)
-    assert re.search(r"processed now\s+0\n", capsys.readouterr().out)
-    run(setup, output, inputs=str(setup["folder"] / "r[01].*"))  # one more: a new merge
-    assert re.search(r"processed now\s+1\n", capsys.readouterr().out)
-    with h5py.File(output) as file:  # the format-1 record, now in a format-2 file, says so
-        old = [g for g in file["recordings"].values() if g.attrs["path"].endswith("r0.npy")]
-        assert old[0].attrs["checksum"] == f"sha256:{old[0].attrs['sha256']}"
+    with h5py.File(output, "w") as file:  # format 2: a group a recording
+        file.attrs.update(format="eventsnn-batch-results", format_version=2)
+        file.create_group("recordings/abc").attrs["path"] = inputs
+    assert run(setup, output, inputs=inputs) == 2
+    error = capsys.readouterr().err
+    assert "old.h5" in error and "format 3" in error and "--overwrite" in error
+    assert run(setup, output, "--overwrite", inputs=inputs) == 0
+    assert [r["path"] for r in iter_records(output)] == [inputs]
 
 
 def test_encode_only_writes_tonic_frames(setup):
@@ -202,14 +218,14 @@ def test_encode_only_writes_tonic_frames(setup):
     assert run(setup, output, "--encode-only", inputs=str(path)) == 0
     events = read(path).events
     to_frame = tonic.transforms.ToFrame(sensor_size=SENSOR, n_time_bins=BINS)
-    with h5py.File(output, "r") as file:
-        (group,) = file["recordings"].values()
-        assert "probabilities" not in group
-        encoded = group["encoded"][:]
-        assert encoded.shape[1:] == (BINS, 2, 8, 8)
-        for frames, start, stop in zip(encoded, group["t_start"], group["t_stop"], strict=True):
-            window = events[(events["t"] >= start) & (events["t"] < stop)]
-            np.testing.assert_array_equal(frames, to_frame(window))
+    ((_, record),) = recordings_of(output).items()
+    windows = record["windows"]
+    assert "probabilities" not in windows and "mean_probabilities" not in record
+    encoded = windows["encoded"]
+    assert encoded.shape[1:] == (BINS, 2, 8, 8)
+    for frames, start, stop in zip(encoded, windows["t_start"], windows["t_stop"], strict=True):
+        window = events[(events["t"] >= start) & (events["t"] < stop)]
+        np.testing.assert_array_equal(frames, to_frame(window))
 
 
 @pytest.mark.parametrize("option", ["--num-workers", "--readers"])
@@ -217,16 +233,15 @@ def test_workers_and_reader_threads_share_the_recordings(setup, tmp_path, option
     outputs = {count: tmp_path / f"w{count}.h5" for count in (0, 2)}
     for count, output in outputs.items():
         run(setup, output, option, str(count), "--batch-size", "4", inputs=f"{setup['folder']}/r*")
-    with h5py.File(outputs[0], "r") as one, h5py.File(outputs[2], "r") as two:
-        assert sorted(one["recordings"]) == sorted(two["recordings"])
-        assert len(two["recordings"]) == len(GOOD)
-        for key, group in one["recordings"].items():  # rows of interleaved recordings kept apart
-            other = two["recordings"][key]
-            np.testing.assert_allclose(
-                group["probabilities"][:], other["probabilities"][:], atol=1e-6
-            )
-            np.testing.assert_array_equal(group["t_start"][:], other["t_start"][:])
-            assert group.attrs["n_events"] == other.attrs["n_events"]
+    one, two = recordings_of(outputs[0]), recordings_of(outputs[2])
+    assert sorted(one) == sorted(two) and len(two) == len(GOOD)
+    for path, record in one.items():  # rows of interleaved recordings kept apart
+        other = two[path]
+        np.testing.assert_allclose(
+            record["windows"]["probabilities"], other["windows"]["probabilities"], atol=1e-6
+        )
+        np.testing.assert_array_equal(record["windows"]["t_start"], other["windows"]["t_start"])
+        assert record["n_events"] == other["n_events"]
 
 
 @pytest.mark.parametrize(("readers", "decoders"), [(0, 1), (2, 3)])
@@ -258,10 +273,9 @@ def test_yaml_config_with_count_windows(setup, tmp_path):
         "window_events: 1000\noverlap: 500\nbatch_size: 2\nprogress: false\n"
     )
     assert batch.main(["batch", "--config", str(config)]) == 0
-    with h5py.File(output, "r") as file:
-        (group,) = file["recordings"].values()
-        np.testing.assert_array_equal(group["first_event"][:], [0, 500, 1000, 1500, 2000])
-        assert np.all(group["n_events"][:] == 1000)
+    ((_, record),) = recordings_of(output).items()
+    np.testing.assert_array_equal(record["windows"]["first_event"], [0, 500, 1000, 1500, 2000])
+    assert np.all(record["windows"]["n_events"] == 1000)
 
 
 def test_checkpoint_without_transforms_is_a_clear_error(setup, tmp_path, capsys):
@@ -294,8 +308,7 @@ def test_a_recording_named_twice_is_processed_once(setup, tmp_path, monkeypatch)
     argv = ["batch", "--checkpoint", str(setup["checkpoint"]), "--output", str(tmp_path / "o.h5")]
     argv += ["--inputs", *twice.split(","), "--progress", "false", "--threads", "1"]
     assert batch.main(argv) == 0
-    with h5py.File(tmp_path / "o.h5") as results:
-        assert len(results["recordings"]) == 1
+    assert list(recordings_of(tmp_path / "o.h5")) == [str(setup["folder"] / "r0.npy")]
 
 
 def test_forking_strategies_are_told_apart():

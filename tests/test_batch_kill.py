@@ -16,7 +16,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from test_batch_cli import GOOD, SENSOR, make_checkpoint, random_events, write_recordings
+from test_batch_cli import (
+    GOOD,
+    SENSOR,
+    check_tables,
+    make_checkpoint,
+    random_events,
+    recordings_of,
+    write_recordings,
+)
 
 from eventsnn.events import write
 from eventsnn.inference import iter_records, parts_dir
@@ -103,7 +111,8 @@ def test_sigint_merges_what_was_finished(setup, capsys, extra):
     result = start_and_stop(setup, output, signal.SIGINT, *extra)
     assert result.returncode != 0
     with h5py.File(output, "r") as file:  # merged on the way out, readable
-        merged = len(file["recordings"])
+        check_tables(file)
+        merged = len(file["recordings/path"])
         assert 3 <= merged < N_RECORDINGS
     assert_resumes(setup, output, merged, capsys)
 
@@ -127,14 +136,13 @@ def test_two_ddp_ranks_equal_one_process(tmp_path):
             timeout=300,
         )
         assert result.returncode == 0, result.stderr[-2000:]
-    with h5py.File(outputs[1], "r") as one, h5py.File(outputs[2], "r") as two:
-        assert sorted(one["recordings"]) == sorted(two["recordings"])
-        assert len(two["recordings"]) == len(GOOD)
-        assert {g.attrs["rank"] for g in two["recordings"].values()} == {0, 1}
-        for key, group in one["recordings"].items():
-            np.testing.assert_allclose(
-                group["probabilities"][:], two["recordings"][key]["probabilities"][:], atol=1e-6
-            )
+    one, two = recordings_of(outputs[1]), recordings_of(outputs[2])
+    assert sorted(one) == sorted(two) and len(two) == len(GOOD)
+    assert {record["rank"] for record in two.values()} == {0, 1}
+    for path, record in one.items():
+        np.testing.assert_allclose(
+            record["windows"]["probabilities"], two[path]["windows"]["probabilities"], atol=1e-6
+        )
 
 
 def fork_run(
@@ -173,17 +181,19 @@ def test_two_forked_ranks_equal_one_process_and_resume(tmp_path, capsys):
     assert re.findall(r"^FAILED (.*?):", result.stdout, re.MULTILINE) == [
         str(folder / "corrupt.npy")
     ]
-    with h5py.File(one, "r") as first, h5py.File(two, "r") as forked:
-        assert sorted(first["recordings"]) == sorted(forked["recordings"])
-        assert {g.attrs["rank"] for g in forked["recordings"].values()} == {0, 1}
-        for key, group in first["recordings"].items():
-            other = forked["recordings"][key]
-            assert group.attrs["status"] == other.attrs["status"]
-            if group.attrs["status"] == "done":
-                np.testing.assert_allclose(
-                    group["probabilities"][:], other["probabilities"][:], atol=1e-6
-                )
-        assert 0 < forked.attrs["predict_seconds"] < forked.attrs["seconds"] < wall
+    first, forked = recordings_of(one), recordings_of(two)
+    assert sorted(first) == sorted(forked)
+    assert {record["rank"] for record in forked.values()} == {0, 1}
+    for path, record in first.items():
+        other = forked[path]
+        assert record["status"] == other["status"]
+        if record["status"] == "done":
+            np.testing.assert_allclose(
+                record["windows"]["probabilities"], other["windows"]["probabilities"], atol=1e-6
+            )
+    with h5py.File(two, "r") as file:
+        check_tables(file)
+        assert 0 < file.attrs["predict_seconds"] < file.attrs["seconds"] < wall
     assert not parts_dir(two).exists()
 
     changed = random_events(99, 1500, 45_000)  # a recording changed since: redone, alone
@@ -216,16 +226,21 @@ def test_recordings_split_between_forked_ranks_equal_one_process(tmp_path, capsy
     capsys.readouterr()
     result, _ = fork_run(folder, checkpoint, two, "--split-mb", "1")
     assert result.returncode == 0, result.stderr[-2000:]
-    with h5py.File(one, "r") as whole, h5py.File(two, "r") as split:
-        assert sorted(whole["recordings"]) == sorted(split["recordings"])
-        for key, group in whole["recordings"].items():
-            other = split["recordings"][key]
-            assert sorted(group) == sorted(other) and "parts" not in other.attrs
-            for name in ("n_windows", "n_events", "status", "predicted", "predicted_majority"):
-                assert group.attrs[name] == other.attrs[name], name
-            for name in ("index", "t_start", "t_stop", "first_event", "n_events", "predicted"):
-                np.testing.assert_array_equal(group[name][:], other[name][:])
-            for name in ("probabilities", "spike_counts", "firing_rates", "mean_probabilities"):
-                np.testing.assert_allclose(group[name][:], other[name][:], atol=1e-5)
+    whole, split = recordings_of(one), recordings_of(two)
+    assert sorted(whole) == sorted(split)
+    for path, record in whole.items():
+        other = split[path]
+        assert sorted(record) == sorted(other) and "parts" not in other
+        for name in ("n_windows", "n_events", "status", "predicted", "predicted_majority"):
+            assert record[name] == other[name], name
+        np.testing.assert_allclose(
+            record["mean_probabilities"], other["mean_probabilities"], rtol=1e-6
+        )
+        assert sorted(record["windows"]) == sorted(other["windows"])
+        for name, rows in record["windows"].items():
+            if name != "recording":  # rows of /recordings in the files' orders
+                np.testing.assert_allclose(rows, other["windows"][name], atol=1e-5, err_msg=name)
+    with h5py.File(two, "r") as file:
+        check_tables(file)
     ranks = {Path(r["path"]).suffix: r["rank"] for r in iter_records(two)}
     assert ranks[".es"] in (0, 1) and len(ranks) == 3

@@ -10,22 +10,16 @@ import h5py
 import numpy as np
 import pytest
 import xxhash
+from test_batch_cli import check_tables
 
 from eventsnn.data.errors import ConfigError
 from eventsnn.encoding.transforms import Denoise, ToFrame
 from eventsnn.inference import completed, data_recipe, iter_records, merge, parts_dir
+from eventsnn.inference import parts as parts_module
 from eventsnn.inference.dataset import plan_tasks
+from eventsnn.inference.parts import RecordingPart, column, commit_parts, put_dataset
 from eventsnn.inference.recipe import build_transforms, training_window
-from eventsnn.inference.results import (
-    RecordingPart,
-    commit_parts,
-    file_checksum,
-    put_attrs,
-    put_dataset,
-    record_attrs,
-    recording_key,
-    same_checksum,
-)
+from eventsnn.inference.results import file_checksum, read_recording, same_checksum
 from eventsnn.inference.windows import WindowConfig
 
 
@@ -59,12 +53,14 @@ def test_part_whole_recording_predictions_by_mean_and_majority(tmp_path, flush_b
     )
     (part,) = parts_dir(output).glob("rank-0/*.h5")
     with h5py.File(part, "r") as file:
-        group = file["recordings"][recording_key("/data/a.npy")]
-        np.testing.assert_allclose(group["probabilities"][:], [[0.6, 0.4], [0.6, 0.4], [0, 1]])
-        np.testing.assert_allclose(group["mean_probabilities"][:], [0.4, 0.6])
-        assert group.attrs["predicted"] == 1  # mean probability
-        assert group.attrs["predicted_majority"] == 0  # two windows of three say 0
-        assert group.attrs["status"] == "done"
+        record = read_recording(file, "/data/a.npy")
+        check_tables(file)
+    probabilities = record["windows"]["probabilities"]
+    np.testing.assert_allclose(probabilities, [[0.6, 0.4], [0.6, 0.4], [0, 1]])
+    np.testing.assert_allclose(record["mean_probabilities"], [0.4, 0.6])
+    assert record["predicted"] == 1  # mean probability
+    assert record["predicted_majority"] == 0  # two windows of three say 0
+    assert (record["status"], record["n_windows"], record["parts"]) == ("done", 3, 1)
     assert [p.name for p in parts_dir(output).glob("rank-0/.*")] == []  # no temporary left
 
 
@@ -108,14 +104,15 @@ def test_a_commit_interrupted_at_any_recording_commits_none(tmp_path, failing, m
     finished_part(output, "/data/before.npy", [[1.0, 0.0]])
     folder = parts_dir(output) / "rank-0"
     parts = [part_with_rows(output, f"/data/{i}.npy", [[1.0, 0.0]])[0] for i in range(3)]
-    write_into = RecordingPart.write_into
+    calls = []
 
-    def interrupted(self, recordings):
-        if self is parts[failing]:
+    def interrupted(group, name, data):
+        calls.append(name)
+        if len(calls) > 6 * failing:  # early, mid-way and late in the file
             raise KeyboardInterrupt
-        write_into(self, recordings)
+        put_dataset(group, name, data)
 
-    monkeypatch.setattr(RecordingPart, "write_into", interrupted)
+    monkeypatch.setattr(parts_module, "put_dataset", interrupted)
     with pytest.raises(KeyboardInterrupt):
         commit_parts(folder, parts)
     assert completed(output) == {"/data/before.npy": "abc"}
@@ -182,9 +179,10 @@ def test_parts_of_a_split_recording_count_only_once_all_are_merged(tmp_path):
     assert (record["predicted"], record["predicted_majority"]) == (1, 1)  # mean 0.46 / 0.54
     assert "part" not in record and completed(output) == {"/data/long.h5": "c"}
     with h5py.File(output, "r") as file:
-        group = file["recordings"][recording_key("/data/long.h5")]
-        assert group["index"][:].tolist() == [0, 1, 2, 3, 4]
-        np.testing.assert_allclose(group["mean_probabilities"][:], [0.46, 0.54], rtol=1e-6)
+        record = read_recording(file, "/data/long.h5")
+        check_tables(file)
+    assert record["windows"]["index"].tolist() == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose(record["mean_probabilities"], [0.46, 0.54], rtol=1e-6)
 
 
 def test_pieces_join_only_with_pieces_of_the_same_split_and_damage_is_skipped(tmp_path):
@@ -202,7 +200,7 @@ def test_pieces_join_only_with_pieces_of_the_same_split_and_damage_is_skipped(tm
         commit_parts(folder, [recording])
     damaged = folder / "99999999999999999999-1-000000.h5"  # the newest
     with h5py.File(damaged, "w") as file:
-        file.create_group("recordings/abc~0of2").attrs["parts"] = 2  # no @part, no @checksum
+        file["recordings/path"] = ["/data/long.h5"]  # and no other column
     with pytest.warns(UserWarning, match="99999999999999999999-1-000000.h5: skipped"):
         assert merge(output, {"mode": "predict"}) == 1
     (record,) = iter_records(output)
@@ -240,8 +238,9 @@ def test_merge_keeps_old_results_and_prefers_newer_parts(tmp_path):
         assert file.attrs["format"] == "eventsnn-batch-results"
         assert [run["mode"] for run in json.loads(file.attrs["runs"])] == ["predict", "predict"]
         assert "parameters" not in file.attrs  # this run's metadata only
-        group = file["recordings"][recording_key("/data/b.npy")]
-        assert group.attrs["predicted_majority"] == 0 and len(group["predicted"]) == 2
+        check_tables(file)
+        record = read_recording(file, "/data/b.npy")
+    assert record["predicted_majority"] == 0 and len(record["windows"]["predicted"]) == 2
 
 
 def test_transforms_from_recipe_specs():
@@ -298,12 +297,13 @@ def test_checksums_name_their_algorithm_and_match_the_hash_libraries(tmp_path):
         file_checksum(path, "md5")
 
 
-def test_format_1_records_give_their_sha256_as_checksum(tmp_path):
+def test_merge_refuses_windows_of_another_model_naming_both_files(tmp_path):
     output = tmp_path / "out.h5"
-    with h5py.File(output, "w") as file:  # as format 1 wrote it
-        group = file.create_group("recordings").create_group(recording_key("/data/a.npy"))
-        group.attrs.update({"path": "/data/a.npy", "sha256": "ab12", "status": "done"})
-    assert completed(output) == {"/data/a.npy": "sha256:ab12"}
+    finished_part(output, "/data/a.npy", [[1.0, 0.0]])
+    finished_part(output, "/data/b.npy", [[0.2, 0.3, 0.5]])  # three classes
+    with pytest.raises(ValueError, match=r"probabilities float32\[3\].*differ.*float32\[2\]"):
+        merge(output, {"mode": "predict"})
+    assert not output.exists() and len(list(parts_dir(output).glob("rank-0/*.h5"))) == 2
 
 
 def test_spilled_and_buffered_recordings_of_one_batch_merge_alike(tmp_path):
@@ -319,33 +319,33 @@ def test_spilled_and_buffered_recordings_of_one_batch_merge_alike(tmp_path):
     assert len(list(small.folder.glob("*.h5"))) == 2
     assert merge(output, {"mode": "predict"}) == 2
     with h5py.File(output, "r") as file:
-        big = file["recordings"][recording_key("/data/big.npy")]
-        np.testing.assert_allclose(big["probabilities"][:], [[0.2, 0.8], [0.3, 0.7], [0.9, 0.1]])
-        np.testing.assert_allclose(big["t_start"][:], [0.2, 0.3, 0.9])
-        np.testing.assert_allclose(big["mean_probabilities"][:], [1.4 / 3, 1.6 / 3], rtol=1e-6)
-        assert big.attrs["predicted"] == 1 and big.attrs["predicted_majority"] == 1
-        assert file["recordings"][recording_key("/data/small.npy")].attrs["predicted"] == 0
+        check_tables(file)
+        big, small = read_recording(file, "/data/big.npy"), read_recording(file, "/data/small.npy")
+    probabilities = [[0.2, 0.8], [0.3, 0.7], [0.9, 0.1]]
+    np.testing.assert_allclose(big["windows"]["probabilities"], probabilities)
+    np.testing.assert_allclose(big["windows"]["t_start"], [0.2, 0.3, 0.9])
+    np.testing.assert_allclose(big["mean_probabilities"], [1.4 / 3, 1.6 / 3], rtol=1e-6)
+    assert big["predicted"] == 1 and big["predicted_majority"] == 1 and small["predicted"] == 0
 
 
 def test_low_level_writes_read_back_as_h5py_high_level_ones(tmp_path):
-    """put_dataset / put_attrs (the fast path for many small recordings) against h5py's own."""
-    attrs = {"path": "/data/ü.npy", "size": 7, "seconds": 0.25, "error": "", "rank": np.int64(1)}
-    data = {"p": np.random.rand(3, 10).astype(np.float32), "i": np.arange(4), "e": np.zeros((0, 2))}
+    """put_dataset (the fast path for many small recordings) against h5py's own."""
+    data = {
+        "p": np.random.rand(3, 10).astype(np.float32),
+        "i": np.arange(4),
+        "e": np.zeros((0, 2)),
+        "path": column(["/data/ü.npy", ""], ""),
+        "seconds": column([0.25], 0.0),
+    }
     with h5py.File(tmp_path / "both.h5", "w") as file:
         fast, slow = file.create_group("fast"), file.create_group("slow")
-        put_attrs(fast, {"size": -1})  # replaced below, as attrs.update would
-        put_attrs(fast, attrs)
-        slow.attrs.update(attrs)
         for name, array in data.items():
             put_dataset(fast, name, array)
             slow.create_dataset(name, data=array)
         for name in data:
             assert fast[name].dtype == slow[name].dtype and fast[name].shape == slow[name].shape
             np.testing.assert_array_equal(fast[name][()], slow[name][()])
-        assert record_attrs(fast) == record_attrs(slow) == {**attrs, "rank": 1}
-        assert {k: type(v) for k, v in fast.attrs.items()} == {
-            k: type(v) for k, v in slow.attrs.items()
-        }
+        assert fast["path"].asstr()[()].tolist() == ["/data/ü.npy", ""]
 
 
 def test_plan_splits_only_the_large_recordings_left_over_when_dealt_whole(tmp_path):

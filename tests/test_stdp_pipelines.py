@@ -78,12 +78,10 @@ def test_eventsnn_batch_runs_an_stdp_checkpoint(tmp_path):
     argv += ["--inputs", str(tmp_path / "recordings"), "--progress", "false"]
     assert batch.main(argv) == 0
     with h5py.File(output) as results:
-        groups = list(results["recordings"].values())
-        assert len(groups) == 2
-        for group in groups:
-            probabilities = group["probabilities"][:]
-            assert probabilities.shape == (3, 3)  # 60 ms in 20 ms windows, three classes
-            np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-5)
+        assert results["recordings/n_windows"][()].tolist() == [3, 3]  # 60 ms in 20 ms windows
+        probabilities = results["windows/probabilities"][()]
+        assert probabilities.shape == (6, 3)  # three classes
+        np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-5)
 
 
 def test_stream_reads_out_each_window_as_the_model_predicts_it_offline():

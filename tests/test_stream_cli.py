@@ -195,8 +195,11 @@ def test_stream_equals_the_batch_pipeline_on_the_same_recording(files, tmp_path)
     ]  # fmt: skip
     assert batch.main(argv) == 0
     with h5py.File(tmp_path / "batch.h5") as results:
-        (record,) = results["recordings"].values()
-        counts, probabilities = record["spike_counts"][0], record["probabilities"][0]
+        assert results["recordings/n_windows"][()].tolist() == [1]
+        counts, probabilities = (
+            results["windows/spike_counts"][0],
+            results["windows/probabilities"][0],
+        )
     runner = StreamRunner(files["model"], SENSOR, step_us=1000, window_steps=10**6)
     for packet in ReplaySource(files["recording"], speed=None, packet_us=7000):
         runner.feed(packet.events, packet.arrival_ns)

@@ -18,7 +18,7 @@ from eventsnn.inference.results import (
     file_digest,
     iter_records,
     parts_dir,
-    recording_key,
+    read_recording,
     same_checksum,
 )
 from eventsnn.inference.windows import Window, WindowConfig, iter_windows
@@ -45,6 +45,6 @@ __all__ = [
     "merge",
     "parts_dir",
     "read_data_hparams",
-    "recording_key",
+    "read_recording",
     "same_checksum",
 ]

@@ -1,10 +1,12 @@
 """The rank-0 merge: the previous results file and every rank's part files into one new file.
 
 The new file is written beside the output and renamed over it, so the output is at every moment
-either the previous complete file or the new one; the merged parts are removed only afterwards
-(a recording found in several is taken from its newest part, else from the previous file).
-After an interruption the merge takes the committed parts and leaves the others' unfinished
-ones alone.
+either the previous complete file or the new one; the merged parts are removed only afterwards.
+A recording found in several files is taken from its newest part, else from the previous file;
+the pieces of a split recording are joined into one row once all of them are there. Window rows
+are copied a run of consecutive rows at a time, ~16 MB a copy, so a merge costs a few dozen
+HDF5 calls a part file whatever the number of recordings in it. After an interruption the merge
+takes the committed parts and leaves the others' unfinished ones alone.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +23,40 @@ import h5py
 import numpy as np
 
 from eventsnn.atomic import written_atomically
+from eventsnn.inference.parts import column
 from eventsnn.inference.results import (
     FORMAT,
     FORMAT_VERSION,
+    PIECE_COLUMNS,
+    RECORD_COLUMNS,
     RECORDINGS,
     STATUS_FAILED,
-    open_part,
+    WINDOWS,
+    check_format,
     part_files,
     parts_dir,
+    read_records,
     skip_part,
 )
+
+COPY_BYTES = 2**24
+"""Window rows copied at a time (encoded windows of a long recording may not fit in memory)."""
+
+
+@dataclass
+class Source:
+    """A results or part file: its /recordings table, its windows' column types and the rows
+    of the table the merge takes (in table order)."""
+
+    path: Path
+    records: dict[str, np.ndarray]
+    schema: dict[str, tuple[np.dtype, tuple[int, ...]]]
+    layer_names: str | None = None
+    taken: list[int] = field(default_factory=list)
+
+
+Piece = tuple[Source, int]
+"""A row of a source's /recordings table."""
 
 
 def merge(output: str | os.PathLike, metadata: Mapping[str, Any], complete: bool = True) -> int:
@@ -42,13 +68,10 @@ def merge(output: str | os.PathLike, metadata: Mapping[str, Any], complete: bool
     """
     output = Path(output)
     parts = part_files(output)
+    sources, joined, runs = _select(output, parts)
     # durable: the parts are deleted once the merged file is in place
     with written_atomically(output) as tmp, h5py.File(tmp, "w") as target:
-        recordings = target.create_group(RECORDINGS)
-        pieces: Pieces = {}
-        for path in reversed(parts):  # newest first: a recording's newest result wins
-            _merge_part(path, recordings, pieces)
-        runs = _copy_previous(output, recordings)
+        count = _write(target, sources, joined)
         target.attrs["format"] = FORMAT
         target.attrs["format_version"] = FORMAT_VERSION
         for name, value in metadata.items():
@@ -56,7 +79,6 @@ def merge(output: str | os.PathLike, metadata: Mapping[str, Any], complete: bool
                 value if isinstance(value, str | int | float) else json.dumps(value)
             )
         target.attrs["runs"] = json.dumps([*runs, dict(metadata)])
-        count = len(recordings)
     if complete:
         shutil.rmtree(parts_dir(output), ignore_errors=True)
     for path in parts:
@@ -64,103 +86,203 @@ def merge(output: str | os.PathLike, metadata: Mapping[str, Any], complete: bool
     return count
 
 
-def _copy_previous(output: Path, recordings: h5py.Group) -> list[Any]:
-    """Copy the old file's recordings not in `recordings` yet; return its runs' metadata."""
+def _select(output: Path, parts: Sequence[Path]) -> tuple[list[Source], list[list[Piece]], list]:
+    """The sources in writing order (previous file, then parts oldest first) with the rows each
+    gives, the complete sets of pieces to join, and the previous runs' metadata."""
+    taken: set[str] = set()
+    pieces: dict[tuple[str, int, str], dict[int, Piece]] = {}
+    joined: list[list[Piece]] = []
+    newest_first = []
+    for path in reversed(parts):  # newest first: a recording's newest result wins
+        source = _read_part(path)
+        if source is None:
+            continue
+        records = source.records
+        for row, name in enumerate(records["path"]):
+            if name in taken:
+                continue
+            count = int(records["parts"][row])
+            if count == 1:
+                source.taken.append(row)
+                taken.add(name)
+                continue
+            found = pieces.setdefault((name, count, records["checksum"][row]), {})
+            found.setdefault(int(records["part"][row]), (source, row))
+            if len(found) == count:
+                joined.append([found[k] for k in sorted(found)])
+                taken.add(name)
+        newest_first.append(source)
     if not output.exists():
-        return []
-    with h5py.File(output, "r") as previous:
-        for key, group in previous.get(RECORDINGS, {}).items():
-            if key not in recordings:
-                previous.copy(group, recordings, name=key)
-                copied = recordings[key]
-                if "sha256" in copied.attrs and "checksum" not in copied.attrs:  # format 1
-                    copied.attrs["checksum"] = f"sha256:{copied.attrs['sha256']}"
-        return json.loads(previous.attrs.get("runs", "[]"))
+        return newest_first[::-1], joined, []
+    with h5py.File(output, "r") as file:
+        check_format(file, output)
+        previous = _read_source(file, output)
+        runs = json.loads(file.attrs.get("runs", "[]"))
+    previous.taken = [row for row, name in enumerate(previous.records["path"]) if name not in taken]
+    return [previous, *newest_first[::-1]], joined, runs
 
 
-Pieces = dict[tuple[str, int, str], dict[int, tuple[Path, str]]]
-"""Parts of split recordings seen so far: (key, parts, checksum) -> part -> (file, group)."""
-
-
-def _merge_part(path: Path, recordings: h5py.Group, pieces: Pieces) -> None:
-    """Copy a part file's whole recordings that `recordings` lacks, and join each split one
-    whose last missing part (same count of parts, same checksum) it holds. A file damaged
-    inside is skipped, with what it added taken out again (its recordings are redone)."""
-    part = open_part(path)
-    if part is None:
-        return
-    added: list[str] = []
+def _read_part(path: Path) -> Source | None:
+    """A part file as a source, or None (with a warning) if it is unreadable or damaged."""
     try:
-        with part:
-            for name, group in part.get(RECORDINGS, {}).items():
-                key = name.partition("~")[0]
-                if key in recordings:
-                    continue
-                if "parts" not in group.attrs:
-                    part.copy(group, recordings, name=key)
-                    added.append(key)
-                    continue
-                count, checksum = int(group.attrs["parts"]), str(group.attrs["checksum"])
-                found = pieces.setdefault((key, count, checksum), {})
-                found.setdefault(int(group.attrs["part"]), (path, name))
-                if len(found) == count:
-                    added.append(key)
-                    join_parts([found[k] for k in sorted(found)], recordings, key)
+        with h5py.File(path, "r") as file:
+            source = _read_source(file, path)
+        missing = [name for name in PIECE_COLUMNS if name not in source.records]
+        if missing:
+            raise KeyError(f"/{RECORDINGS} has no column {missing[0]!r}")
+        return source
     except (OSError, KeyError) as error:
-        for key in added:
-            if key in recordings:
-                del recordings[key]
-        for found in pieces.values():  # its pieces can no more be read
-            for number in [k for k, (file, _) in found.items() if file == path]:
-                del found[number]
         skip_part(path, error)
+        return None
 
 
-def join_parts(sources: Sequence[tuple[Path, str]], recordings: h5py.Group, key: str) -> None:
-    """Write the parts of a split recording, (part file, group name) in part order, as the one
-    group an unsplit run writes: rows one after the other, counts summed, the whole-recording
-    predictions taken over all rows."""
-    with ExitStack() as files:
-        groups = [
-            files.enter_context(h5py.File(path, "r"))[RECORDINGS][name] for path, name in sources
-        ]
-        target = recordings.create_group(key)
-        names = dict.fromkeys(name for group in groups for name in group)
-        for name in names:
-            if name != "mean_probabilities":
-                _concatenate([group[name] for group in groups if name in group], target, name)
-        target.attrs.update(_joined_attrs(groups, target))
+def _read_source(file: h5py.File, path: Path) -> Source:
+    """The file's /recordings table and windows' columns, checked to hold every row's windows."""
+    records = read_records(file)
+    windows = file.get(WINDOWS, {})
+    schema = {name: (d.dtype, d.shape[1:]) for name, d in windows.items()}
+    ends = records["first_window"] + records["n_windows"]
+    short = [name for name, d in windows.items() if len(d) < ends.max(initial=0)]
+    if short or (ends.max(initial=0) > 0 and not schema):
+        raise KeyError(f"/{WINDOWS}/{(short or ['*'])[0]} lacks rows of its recordings")
+    layer_names = (
+        windows["firing_rates"].attrs.get("layer_names") if "firing_rates" in windows else None
+    )
+    return Source(path, records, schema, layer_names)
 
 
-def _concatenate(columns: Sequence[h5py.Dataset], target: h5py.Group, name: str) -> None:
-    """One dataset of the columns' rows, copied ~16 MB at a time (encoded windows of a long
-    recording are what was spilled to disk for not fitting in memory)."""
-    rows = sum(len(column) for column in columns)
-    first = columns[0]
-    joined = target.create_dataset(name, shape=(rows, *first.shape[1:]), dtype=first.dtype)
-    joined.attrs.update(first.attrs)
-    step = max(1, 2**24 // max(1, first.dtype.itemsize * int(np.prod(first.shape[1:]))))
+def _write(target: h5py.File, sources: Sequence[Source], joined: Sequence[list[Piece]]) -> int:
+    """Write the taken rows of `sources`, then the joined pieces; return the recordings count."""
+    schema = _schema(sources, joined)
+    sizes = [s.records["n_windows"][s.taken].sum() for s in sources]
+    total = int(sum(sizes) + sum(s.records["n_windows"][row] for p in joined for s, row in p))
+    windows = target.create_group(WINDOWS)
+    for name, (dtype, shape) in schema.items():
+        if name != "recording":  # rows of /recordings change: `_write_records` writes it
+            windows.create_dataset(name, shape=(total, *shape), dtype=dtype)
+    layer_names = next((s.layer_names for s in sources if s.layer_names is not None), None)
+    if layer_names is not None and "firing_rates" in windows:
+        windows["firing_rates"].attrs["layer_names"] = layer_names
+    tables: list[dict[str, np.ndarray]] = []
     at = 0
-    for column in columns:
-        for start in range(0, len(column), step):
-            block = column[start : start + step]
-            joined[at + start : at + start + len(block)] = block
-        at += len(column)
+    for source in sources:
+        if not source.taken:
+            continue
+        rows = np.array(source.taken)
+        counts = source.records["n_windows"][rows]
+        table = {k: v[rows] for k, v in source.records.items() if k not in PIECE_COLUMNS}
+        table["first_window"] = at + np.cumsum(counts) - counts
+        with h5py.File(source.path, "r") as file:
+            for start, stop in _runs(source.records["first_window"][rows], counts):
+                _copy(file[WINDOWS], start, stop, windows, at)
+                at += stop - start
+        tables.append(table)
+    for pieces in joined:
+        tables.append(_join(pieces, windows, at))
+        at += tables[-1]["n_windows"][0]
+    return _write_records(target, tables, schema)
 
 
-def _joined_attrs(groups: Sequence[h5py.Group], target: h5py.Group) -> dict[str, Any]:
-    attrs = {k: v for k, v in groups[0].attrs.items() if k not in ("part", "parts")}
+def _schema(
+    sources: Sequence[Source], joined: Sequence[list[Piece]]
+) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """The windows' columns: those of the sources with rows to give, which must all agree."""
+    givers = [s for s in sources if s.records["n_windows"][s.taken].sum() > 0]
+    givers += [s for pieces in joined for s, row in pieces if s.records["n_windows"][row] > 0]
+    if not givers:
+        return {}
+    first = givers[0]
+    for other in givers[1:]:
+        if other.schema != first.schema:
+            raise ValueError(
+                f"{other.path}: its windows' columns {_describe(other.schema)} differ from "
+                f"{first.path}'s {_describe(first.schema)}: results of another checkpoint or "
+                "mode cannot share an output file (give another --output, or --overwrite)"
+            )
+    return first.schema
+
+
+def _describe(schema: Mapping[str, tuple[np.dtype, tuple[int, ...]]]) -> str:
+    return ", ".join(f"{name} {dtype}{list(shape)}" for name, (dtype, shape) in schema.items())
+
+
+def _runs(first: np.ndarray, counts: np.ndarray) -> Iterator[tuple[int, int]]:
+    """[start, stop) row ranges of consecutive windows of rows (first, count), in order."""
+    start = stop = None
+    for begin, count in zip(first.tolist(), counts.tolist(), strict=True):
+        if count == 0:
+            continue
+        if begin != stop:
+            if start is not None:
+                yield start, stop
+            start = begin
+        stop = begin + count
+    if start is not None:
+        yield start, stop
+
+
+def _copy(source: h5py.Group, start: int, stop: int, target: h5py.Group, at: int) -> None:
+    """Rows [start, stop) of every column of `target`'s table from `source`'s, to row `at`."""
+    for name, dataset in target.items():
+        column = source[name]
+        step = max(1, COPY_BYTES // max(1, column.dtype.itemsize * int(np.prod(column.shape[1:]))))
+        for begin in range(start, stop, step):
+            end = min(stop, begin + step)
+            dataset[at + begin - start : at + end - start] = column[begin:end]
+
+
+def _join(pieces: Sequence[Piece], windows: h5py.Group, at: int) -> dict[str, np.ndarray]:
+    """Copy the windows of a split recording's pieces (in part order) to row `at`; its one row
+    of /recordings as an unsplit run writes it: counts summed, predictions over all rows."""
+    record = {k: v[pieces[0][1]] for k, v in pieces[0][0].records.items() if k in RECORD_COLUMNS}
+    start = at
+    for source, row in pieces:
+        count = int(source.records["n_windows"][row])
+        first = int(source.records["first_window"][row])
+        if count:
+            with h5py.File(source.path, "r") as file:
+                _copy(file[WINDOWS], first, first + count, windows, at)
+        at += count
     for name, join in (("n_windows", sum), ("n_events", max), ("seconds", sum)):
-        if all(name in group.attrs for group in groups):
-            attrs[name] = join(group.attrs[name].item() for group in groups)
-    failed = [group for group in groups if group.attrs["status"] == STATUS_FAILED]
+        record[name] = join(source.records[name][row] for source, row in pieces)
+    failed = [(s, row) for s, row in pieces if s.records["status"][row] == STATUS_FAILED]
     if failed:
-        attrs["status"], attrs["error"] = STATUS_FAILED, failed[0].attrs["error"]
-    attrs["predicted"] = attrs["predicted_majority"] = -1
-    if "probabilities" in target and len(target["probabilities"]):
-        probabilities = target["probabilities"][()]
-        mean = probabilities.astype(np.float64).sum(axis=0) / len(probabilities)
-        target.create_dataset("mean_probabilities", data=mean.astype(np.float32))
-        votes = np.bincount(target["predicted"][()], minlength=probabilities.shape[1])
-        attrs["predicted"], attrs["predicted_majority"] = int(mean.argmax()), int(votes.argmax())
-    return attrs
+        record["status"] = STATUS_FAILED
+        record["error"] = failed[0][0].records["error"][failed[0][1]]
+    record["first_window"] = start
+    record["predicted"] = record["predicted_majority"] = -1
+    table = {name: np.array([value]) for name, value in record.items()}
+    if "probabilities" in windows:
+        mean = np.full(windows["probabilities"].shape[1], np.nan, dtype=np.float32)
+        if at > start:
+            probabilities = windows["probabilities"][start:at].astype(np.float64)
+            mean = (probabilities.sum(axis=0) / len(probabilities)).astype(np.float32)
+            votes = np.bincount(windows["predicted"][start:at], minlength=len(mean))
+            table["predicted"] = np.array([mean.argmax()])
+            table["predicted_majority"] = np.array([votes.argmax()])
+        table["mean_probabilities"] = mean[None]
+    return table
+
+
+def _write_records(
+    target: h5py.File,
+    tables: Sequence[Mapping[str, np.ndarray]],
+    schema: Mapping[str, tuple[np.dtype, tuple[int, ...]]],
+) -> int:
+    """The /recordings table and the windows' recording column (their rows in it)."""
+    recordings = target.create_group(RECORDINGS)
+    for name, default in RECORD_COLUMNS.items():
+        values = np.concatenate([t[name] for t in tables]) if tables else []
+        recordings.create_dataset(name, data=column(values, default))
+    count = len(recordings["path"])
+    if "probabilities" in schema:
+        width = schema["probabilities"][1][0]
+        empty = np.full((0, width), np.nan, dtype=np.float32)
+        means = [
+            t.get("mean_probabilities", np.full((len(t["path"]), width), np.nan, np.float32))
+            for t in tables
+        ]
+        recordings.create_dataset("mean_probabilities", data=np.concatenate([empty, *means]))
+    counts = recordings["n_windows"][()]
+    target[WINDOWS].create_dataset("recording", data=np.repeat(np.arange(count), counts))
+    return count

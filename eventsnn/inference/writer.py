@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from eventsnn.inference.dataset import RecordingTask
 from eventsnn.inference.merge import merge
-from eventsnn.inference.results import RecordingPart, commit_parts, parts_dir
+from eventsnn.inference.parts import RecordingPart, commit_parts
+from eventsnn.inference.results import parts_dir
 
 OUTPUT_KEYS = ("probabilities", "predicted", "spike_counts", "firing_rates", "encoded")
 """Per-window outputs of `WindowPredictor` stored as datasets."""
