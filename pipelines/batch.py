@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
-from jsonargparse.typing import NonNegativeInt
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt
 
 from eventsnn.events.formats import SUFFIX_FORMAT
 
@@ -87,6 +87,13 @@ def build_parser() -> ArgumentParser:
         help="with several processes, the recordings of this many MB or more left over when "
         "they are dealt out whole are split, a part a process (.h5, .npy; time windows without "
         "overlap), so that no process waits for another's long recording; 0: never",
+    )
+    parser.add_argument(
+        "--commit-seconds",
+        type=NonNegativeFloat,
+        default=1.0,
+        help="finished recordings are written to disk together at most this often (0: every "
+        "batch); a kill loses at most this much finished work, which the next run redoes",
     )
     parser.add_argument("--accelerator", type=str, default="cpu")
     parser.add_argument("--devices", type=int, default=1, help="processes (devices) a node")
@@ -324,7 +331,7 @@ def run(args: Any, threads: int | None = None) -> int:
             enable_progress_bar=False,
             enable_model_summary=False,
             callbacks=[
-                ResultsWriter(args.output, metadata, progress=args.progress),
+                ResultsWriter(args.output, metadata, args.progress, args.commit_seconds),
                 *rank_setup(threads),
             ],
         )

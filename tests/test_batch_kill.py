@@ -51,6 +51,10 @@ def command(setup: dict[str, Path], output: Path, *extra: str) -> list[str]:
         *(sys.executable, "-m", "pipelines.cli", "batch"),
         *("--checkpoint", str(setup["checkpoint"]), "--inputs", str(setup["folder"])),
         *("--output", str(output), "--batch-size", "1", "--progress", "false", "--threads", "1"),
+        *(
+            "--commit-seconds",
+            "0",
+        ),  # every batch: a kill finds parts written recording by recording
         *extra,
     ]
 

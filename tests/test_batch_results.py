@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
 import pytest
+import torch
 import xxhash
 from test_batch_cli import check_tables
 
@@ -16,11 +18,12 @@ from eventsnn.data.errors import ConfigError
 from eventsnn.encoding.transforms import Denoise, ToFrame
 from eventsnn.inference import completed, data_recipe, iter_records, merge, parts_dir
 from eventsnn.inference import parts as parts_module
-from eventsnn.inference.dataset import plan_tasks
+from eventsnn.inference.dataset import RecordingTask, plan_tasks
 from eventsnn.inference.parts import RecordingPart, column, commit_parts, put_dataset
 from eventsnn.inference.recipe import build_transforms, training_window
-from eventsnn.inference.results import file_checksum, read_recording, same_checksum
+from eventsnn.inference.results import file_checksum, part_files, read_recording, same_checksum
 from eventsnn.inference.windows import WindowConfig
+from eventsnn.inference.writer import ResultsWriter
 
 
 def part_with_rows(
@@ -120,6 +123,40 @@ def test_a_commit_interrupted_at_any_recording_commits_none(tmp_path, failing, m
     (folder / ".left-by-sigkill.h5.tmp").write_bytes(b"half an HDF5 file")  # what a kill leaves
     assert completed(output) == {"/data/before.npy": "abc"}
     assert merge(output, {"mode": "predict"}) == 1
+
+
+def fake_batch(recording: int) -> dict:
+    """A predicted batch of one window that finishes recording `recording`."""
+    return {
+        "windows": {"recording": torch.tensor([recording]), "index": torch.tensor([0])},
+        "probabilities": torch.tensor([[0.25, 0.75]]),
+        "predicted": torch.tensor([1]),
+        "finished": [{"recording": recording, "checksum": f"s{recording}", "error": "",
+                      "path": f"/data/{recording}.npy", "n_events": 1}],
+    }  # fmt: skip
+
+
+def test_finished_recordings_are_committed_together_every_commit_seconds(tmp_path):
+    """Between commits finished recordings wait in memory; an interruption commits them."""
+    output = tmp_path / "out.h5"
+    writer = ResultsWriter(output, {"mode": "predict"}, progress=False, commit_seconds=3600)
+    writer.folder = parts_dir(output) / "rank-0"
+    writer.folder.mkdir(parents=True)
+    writer.tasks = {i: RecordingTask(i, f"/data/{i}.npy") for i in range(4)}
+    module = SimpleNamespace(layer_names=["1_lif"])
+    for recording in (0, 1):
+        writer.write_on_batch_end(None, module, fake_batch(recording), None, None, 0)
+    assert completed(output) == {}  # finished within the hour: not on disk yet
+    writer.commit_seconds = 0
+    writer.write_on_batch_end(None, module, fake_batch(2), None, None, 0)
+    assert len(part_files(output)) == 1  # the three together
+    assert completed(output) == {f"/data/{i}.npy": f"s{i}" for i in range(3)}
+    writer.commit_seconds = 3600
+    writer.write_on_batch_end(None, module, fake_batch(3), None, None, 0)
+    trainer = SimpleNamespace(strategy=SimpleNamespace(launcher=None), is_global_zero=True)
+    writer.on_exception(trainer, module, KeyboardInterrupt())
+    records = {r["path"]: r for r in iter_records(output)}
+    assert len(records) == 4 and records["/data/3.npy"]["predicted"] == 1
 
 
 def test_the_newest_part_of_a_recording_wins(tmp_path):
