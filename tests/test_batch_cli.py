@@ -212,6 +212,28 @@ def test_results_of_an_older_format_are_refused_clearly(setup, tmp_path, capsys)
     assert [r["path"] for r in iter_records(output)] == [inputs]
 
 
+def test_resuming_with_another_model_mode_or_window_is_refused(setup, tmp_path, capsys):
+    """Done recordings would be skipped and the file would mix two jobs' results."""
+    output = tmp_path / "job.h5"
+    inputs = str(setup["folder"] / "r0.npy")
+    assert run(setup, output, inputs=inputs) == 0
+    before = output.read_bytes()
+    other = make_checkpoint(tmp_path / "other.h5")
+    argv = ["batch", "--checkpoint", str(other), "--inputs", inputs, "--output", str(output)]
+    changes = {
+        "checkpoint_sha256": lambda: batch.main([*argv, "--progress", "false"]),
+        "mode": lambda: run(setup, output, "--encode-only", inputs=inputs),
+        "window_us": lambda: run(setup, output, "--window-us", "5000", inputs=inputs),
+    }
+    for name, rerun in changes.items():
+        capsys.readouterr()
+        assert rerun() == 2
+        error = capsys.readouterr().err
+        assert f"job.h5 holds results of another job ({name} differ" in error, error
+        assert "--overwrite" in error and output.read_bytes() == before
+    assert run(setup, output, "--window-us", "5000", "--overwrite", inputs=inputs) == 0
+
+
 def test_encode_only_writes_tonic_frames(setup):
     output = setup["root"] / "encoded.h5"
     path = setup["folder"] / "r2.aedat4"
