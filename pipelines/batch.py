@@ -20,7 +20,6 @@ failed, 2 on a setup error.
 from __future__ import annotations
 
 import glob
-import json
 import os
 import platform
 import re
@@ -191,42 +190,6 @@ def rank_setup(threads: int | None) -> list[Any]:
     return [LambdaCallback(setup=set_threads)]
 
 
-SAME_JOB_PARAMETERS = ("window_us", "window_events", "overlap", "transform", "sensor_size")
-"""Run parameters that change results: a resumed output must have been written with the same."""
-
-
-def check_same_job(output: str, metadata: dict[str, Any]) -> None:
-    """Refuse to resume an output written with another checkpoint, mode, window or transform:
-    its recordings would be skipped as done and the file would mix two jobs' results."""
-    import h5py
-
-    from eventsnn.data.errors import ConfigError
-    from eventsnn.inference.results import check_format
-
-    if not Path(output).exists():
-        return
-    with h5py.File(output, "r") as file:
-        check_format(file, output)
-        before = dict(file.attrs)
-    parameters = json.loads(before.get("parameters", "{}"))
-    differences = [
-        name
-        for name in ("checkpoint_sha256", "mode")
-        if name in before and before[name] != metadata[name]
-    ] + [
-        name
-        for name in SAME_JOB_PARAMETERS
-        if name in parameters
-        and json.loads(json.dumps(metadata["parameters"][name])) != parameters[name]
-    ]
-    if differences:
-        raise ConfigError(
-            "output",
-            f"{output} holds results of another job ({', '.join(differences)} differ): resuming "
-            "would mix them with this one's; give another --output, or --overwrite to replace it",
-        )
-
-
 def pending_recordings(paths: Sequence[str], output: str) -> tuple[list[str], list[str]]:
     """(to do, already done): done means in the output with the same checksum."""
     from eventsnn.inference import completed, same_checksum
@@ -332,7 +295,9 @@ def run(args: Any, threads: int | None = None) -> int:
         WindowConfig,
         WindowDataModule,
         WindowPredictor,
+        check_job,
         data_recipe,
+        job_identity,
         merge,
         parts_dir,
         read_data_hparams,
@@ -356,7 +321,9 @@ def run(args: Any, threads: int | None = None) -> int:
         read_data_hparams(args.checkpoint), args.checkpoint, args.transform, window, input_shape
     )
     metadata = run_metadata(args, recipe, paths, started)
-    check_same_job(args.output, metadata)
+    metadata["job"] = job_identity(metadata)
+    if not args.overwrite:  # (another rank may be removing the old output)
+        check_job(args.output, metadata["job"])
     todo, done = pending_recordings(paths, args.output)
     if todo:
         trainer = pl.Trainer(

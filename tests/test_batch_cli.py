@@ -20,7 +20,8 @@ import torch
 from eventsnn.checkpoint import load_model, read_checkpoint, save, write_checkpoint
 from eventsnn.events import make_events, read, write
 from eventsnn.events.formats import hdf5, hdf5_chunks
-from eventsnn.inference import iter_records, read_recording
+from eventsnn.inference import iter_records, parts_dir, read_recording
+from eventsnn.inference.parts import RecordingPart, commit_parts
 from eventsnn.models import SpikingClassifier
 from pipelines import batch
 
@@ -219,6 +220,9 @@ def test_resuming_with_another_model_mode_or_window_is_refused(setup, tmp_path, 
     assert run(setup, output, inputs=inputs) == 0
     before = output.read_bytes()
     other = make_checkpoint(tmp_path / "other.h5")
+    weights = read_checkpoint(other)  # the same seed: other weights, for sure
+    weights["state_dict"]["net.0.weight"] += 1
+    write_checkpoint(other, weights)
     argv = ["batch", "--checkpoint", str(other), "--inputs", inputs, "--output", str(output)]
     changes = {
         "checkpoint_sha256": lambda: batch.main([*argv, "--progress", "false"]),
@@ -227,11 +231,31 @@ def test_resuming_with_another_model_mode_or_window_is_refused(setup, tmp_path, 
     }
     for name, rerun in changes.items():
         capsys.readouterr()
-        assert rerun() == 2
+        assert rerun() == 2, name
         error = capsys.readouterr().err
         assert f"job.h5 holds results of another job ({name} differ" in error, error
         assert "--overwrite" in error and output.read_bytes() == before
     assert run(setup, output, "--window-us", "5000", "--overwrite", inputs=inputs) == 0
+
+
+def test_parts_left_by_a_killed_run_of_another_job_are_refused(setup, tmp_path, capsys):
+    """No output yet, only the parts of a killed run: their job is checked all the same."""
+    output = tmp_path / "killed.h5"
+    folder = parts_dir(output) / "rank-0"
+    folder.mkdir(parents=True)
+    part = RecordingPart(folder, "/data/a.npy", job=json.dumps({"mode": "encode"}))
+    part.finish({"checksum": "xxh3_128:0", "error": ""}, [])
+    commit_parts(folder, [part])
+    assert run(setup, output, inputs=str(setup["folder"] / "r0.npy")) == 2
+    error = capsys.readouterr().err
+    assert "killed.h5.parts/rank-0/" in error and "another job (checkpoint_sha256, mode" in error
+    for path in folder.iterdir():
+        path.unlink()
+    with h5py.File(folder / "old.h5", "w") as file:  # a part of format 2: a group a recording
+        file.create_group("recordings/abc").attrs["path"] = "/data/a.npy"
+    assert run(setup, output, inputs=str(setup["folder"] / "r0.npy")) == 2
+    assert "old.h5 is not an eventsnn batch results file of format 3" in capsys.readouterr().err
+    assert run(setup, output, "--overwrite", inputs=str(setup["folder"] / "r0.npy")) == 0
 
 
 def test_encode_only_writes_tonic_frames(setup):

@@ -18,6 +18,7 @@ from eventsnn.data.errors import ConfigError
 from eventsnn.encoding.transforms import Denoise, ToFrame
 from eventsnn.inference import completed, data_recipe, iter_records, merge, parts_dir
 from eventsnn.inference import parts as parts_module
+from eventsnn.inference import writer as writer_module
 from eventsnn.inference.dataset import RecordingTask, plan_tasks
 from eventsnn.inference.parts import RecordingPart, column, commit_parts, put_dataset
 from eventsnn.inference.recipe import build_transforms, training_window
@@ -157,6 +158,62 @@ def test_finished_recordings_are_committed_together_every_commit_seconds(tmp_pat
     writer.on_exception(trainer, module, KeyboardInterrupt())
     records = {r["path"]: r for r in iter_records(output)}
     assert len(records) == 4 and records["/data/3.npy"]["predicted"] == 1
+
+
+def test_a_commit_is_due_when_finished_rows_pass_commit_bytes(tmp_path, monkeypatch):
+    output = tmp_path / "out.h5"
+    writer = ResultsWriter(output, {"mode": "predict"}, progress=False, commit_seconds=3600)
+    writer.folder = parts_dir(output) / "rank-0"
+    writer.folder.mkdir(parents=True)
+    writer.tasks = {i: RecordingTask(i, f"/data/{i}.npy") for i in range(2)}
+    monkeypatch.setattr(writer_module, "COMMIT_BYTES", 0)  # rows of encoded windows: large
+    for recording in (0, 1):
+        writer.write_on_batch_end(None, SimpleNamespace(), fake_batch(recording), None, None, 0)
+        assert len(completed(output)) == recording + 1
+
+
+def test_rows_of_another_shape_fail_their_recording_alone(tmp_path):
+    """Encoded frames sized by each window's events cannot share the run's table."""
+    output = tmp_path / "out.h5"
+    writer = ResultsWriter(output, {"mode": "encode"}, progress=False, commit_seconds=0)
+    writer.folder = parts_dir(output) / "rank-0"
+    writer.folder.mkdir(parents=True)
+    writer.tasks = {i: RecordingTask(i, f"/data/{i}.npy") for i in range(3)}
+    for recording, size in enumerate((4, 5, 4)):
+        batch = fake_batch(recording)
+        del batch["probabilities"], batch["predicted"]
+        batch["encoded"] = torch.zeros((1, 2, size, size))
+        writer.write_on_batch_end(None, SimpleNamespace(), batch, None, None, 0)
+    merge(output, {"mode": "encode"})
+    records = {r["path"]: r for r in iter_records(output)}
+    assert [records[f"/data/{i}.npy"]["status"] for i in range(3)] == ["done", "failed", "done"]
+    error = records["/data/1.npy"]["error"]
+    assert error.startswith("/data/1.npy: its encoded rows are float32 [2, 5, 5], the run's")
+    assert records["/data/1.npy"]["n_windows"] == 0
+    with h5py.File(output, "r") as file:
+        check_tables(file)
+        assert file["windows/encoded"].shape == (2, 2, 4, 4)
+
+
+def test_an_older_result_outlives_a_newer_failure_to_read_the_file(tmp_path):
+    """A file away for a moment (a network share) fails with no checksum: the good rows stay."""
+    output = tmp_path / "out.h5"
+    finished_part(output, "/data/a.npy", [[0.0, 1.0]], sha="good")
+    assert merge(output, {"mode": "predict"}) == 1
+    folder = parts_dir(output) / "rank-0"
+    unread = RecordingPart(folder, "/data/a.npy")
+    unread.finish({"checksum": "", "error": "/data/a.npy: No such file or directory"}, [])
+    commit_parts(folder, [unread])
+    part = RecordingPart(folder, "/data/b.npy")
+    part.finish({"checksum": "", "error": "/data/b.npy: gone"}, [])
+    commit_parts(folder, [part])  # newer, but b has no older result to keep instead
+    assert merge(output, {"mode": "predict"}) == 2
+    records = {r["path"]: r for r in iter_records(output)}
+    assert (records["/data/a.npy"]["status"], records["/data/a.npy"]["checksum"]) == (
+        "done",
+        "good",
+    )
+    assert records["/data/b.npy"]["status"] == "failed"
 
 
 def test_the_newest_part_of_a_recording_wins(tmp_path):

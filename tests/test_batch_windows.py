@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from eventsnn.data.errors import ConfigError
+from eventsnn.encoding.transforms import ToFrame
 from eventsnn.events import EventsError, make_events, read, write
+from eventsnn.inference.dataset import RecordingTask, WindowDataset
 from eventsnn.inference.windows import WindowConfig, iter_windows
 
 SENSOR = (16, 16, 2)
@@ -95,6 +97,18 @@ def test_parts_of_a_recording_hold_its_windows_once_in_order(
     assert split[0] and split[0][0] == whole[0]  # empty parts come last: never the first
     if length == 1000:
         assert all(split)  # every part does some of the work
+
+
+def test_pieces_of_a_split_recording_count_each_event_read_once(recording):
+    """A piece's n_events is where its last window ends in the file (the merge joins pieces by
+    the largest); events_read, what the progress bar counts, is the events it read itself."""
+    tasks = [RecordingTask(k, recording, part=k, parts=3) for k in range(3)]
+    transform = ToFrame(sensor_size=SENSOR, n_time_bins=2)
+    dataset = WindowDataset(tasks, WindowConfig(duration_us=1000), [transform], SENSOR, 8)
+    records = [record for batch in dataset for record in batch["finished"]]
+    assert [r["recording"] for r in records] == [0, 1, 2] and not any(r["error"] for r in records)
+    assert sum(r["events_read"] for r in records) == len(read(recording).events) == 2000
+    assert records[-1]["n_events"] == 2000 and records[0]["n_events"] < 2000
 
 
 def test_recordings_that_cannot_be_split_go_whole_to_part_0(recording, tmp_path):

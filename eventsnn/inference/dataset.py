@@ -4,9 +4,10 @@ Each process of a run (rank x data-loader worker) takes every n-th recording, st
 windows (`iter_windows`), encodes each window with the training transforms (with `readers`,
 in that many background threads reading recordings side by side) and yields batches
 ``{"x": (T, B, ...) float tensor or None, "windows": per-window int64 columns, "finished": [...]}``.
-A recording's record in ``finished`` (path, size, checksum, events, windows, error) comes with the
-batch holding its last windows, after all of them. A recording that cannot be read, is empty or
-does not fit the model ends with an ``error`` and the others go on.
+A recording's record in ``finished`` (path, size, checksum, events, windows, error; for a piece
+of a split recording n_events is where its windows end in the file and events_read what it read)
+comes with the batch holding its last windows, after all of them. A recording that cannot be
+read, is empty or does not fit the model ends with an ``error`` and the others go on.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ class WindowDataset(IterableDataset):
         started = time.perf_counter()
         record: dict[str, Any] = {"recording": task.index, "path": task.path, "error": ""}
         n_events = n_windows = 0
+        first_event = None  # a piece of a split recording starts past the file's first event
         try:
             record["size"] = Path(task.path).stat().st_size
             record["checksum"] = file_checksum(task.path)
@@ -137,6 +139,7 @@ class WindowDataset(IterableDataset):
                 encoded = np.asarray(self.encode(window.events))
                 self._check_shape(task.path, encoded)
                 n_events = max(n_events, window.first_event + len(window.events))
+                first_event = window.first_event if first_event is None else first_event
                 n_windows += 1
                 yield task.index, window, encoded
             if n_events == 0 and task.part == 0:  # later parts of a recording may hold none
@@ -146,6 +149,7 @@ class WindowDataset(IterableDataset):
             if "sensor" in record["error"]:
                 record["error"] += f" (the checkpoint's model takes sensor size {self.sensor_size})"
         record.update(n_events=n_events, n_windows=n_windows, seconds=time.perf_counter() - started)
+        record["events_read"] = n_events - (first_event or 0)
         yield record
 
     def _check_shape(self, path: str, encoded: np.ndarray) -> None:

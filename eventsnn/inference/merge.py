@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 
 from eventsnn.atomic import written_atomically
+from eventsnn.data.errors import ConfigError
 from eventsnn.inference.parts import column
 from eventsnn.inference.results import (
     FORMAT,
@@ -32,11 +33,11 @@ from eventsnn.inference.results import (
     RECORDINGS,
     STATUS_FAILED,
     WINDOWS,
-    check_format,
+    Tables,
     part_files,
     parts_dir,
-    read_records,
-    skip_part,
+    read_output,
+    read_part,
 )
 
 COPY_BYTES = 2**24
@@ -45,18 +46,20 @@ COPY_BYTES = 2**24
 
 @dataclass
 class Source:
-    """A results or part file: its /recordings table, its windows' column types and the rows
-    of the table the merge takes (in table order)."""
+    """A results or part file's tables and the rows of its /recordings the merge takes."""
 
-    path: Path
-    records: dict[str, np.ndarray]
-    schema: dict[str, tuple[np.dtype, tuple[int, ...]]]
-    layer_names: str | None = None
+    tables: Tables
     taken: list[int] = field(default_factory=list)
+
+    @property
+    def records(self) -> dict[str, np.ndarray]:
+        return self.tables.records
 
 
 Piece = tuple[Source, int]
 """A row of a source's /recordings table."""
+Candidate = Piece | list[Piece]
+"""A recording's result in one place: a row, or the complete pieces of a split recording."""
 
 
 def merge(output: str | os.PathLike, metadata: Mapping[str, Any], complete: bool = True) -> int:
@@ -88,67 +91,56 @@ def merge(output: str | os.PathLike, metadata: Mapping[str, Any], complete: bool
 
 def _select(output: Path, parts: Sequence[Path]) -> tuple[list[Source], list[list[Piece]], list]:
     """The sources in writing order (previous file, then parts oldest first) with the rows each
-    gives, the complete sets of pieces to join, and the previous runs' metadata."""
-    taken: set[str] = set()
+    gives, the complete sets of pieces to join, and the previous runs' metadata.
+
+    A recording's newest result wins, unless it is a failure to read the file at all (no
+    checksum: e.g. a share that was away) and an older result exists: that one is kept.
+    """
+    candidates: dict[str, list[Candidate]] = {}  # newest first
     pieces: dict[tuple[str, int, str], dict[int, Piece]] = {}
-    joined: list[list[Piece]] = []
     newest_first = []
-    for path in reversed(parts):  # newest first: a recording's newest result wins
-        source = _read_part(path)
-        if source is None:
+    for path in reversed(parts):
+        tables = read_part(path)
+        if tables is None:
             continue
+        source = Source(tables)
         records = source.records
         for row, name in enumerate(records["path"]):
-            if name in taken:
-                continue
             count = int(records["parts"][row])
             if count == 1:
-                source.taken.append(row)
-                taken.add(name)
+                candidates.setdefault(name, []).append((source, row))
                 continue
             found = pieces.setdefault((name, count, records["checksum"][row]), {})
             found.setdefault(int(records["part"][row]), (source, row))
             if len(found) == count:
-                joined.append([found[k] for k in sorted(found)])
-                taken.add(name)
+                candidates.setdefault(name, []).append([found[k] for k in sorted(found)])
         newest_first.append(source)
-    if not output.exists():
-        return newest_first[::-1], joined, []
-    with h5py.File(output, "r") as file:
-        check_format(file, output)
-        previous = _read_source(file, output)
-        runs = json.loads(file.attrs.get("runs", "[]"))
-    previous.taken = [row for row, name in enumerate(previous.records["path"]) if name not in taken]
-    return [previous, *newest_first[::-1]], joined, runs
+    sources, runs = newest_first[::-1], []
+    if output.exists():
+        previous = Source(read_output(output))
+        with h5py.File(output, "r") as file:
+            runs = json.loads(file.attrs.get("runs", "[]"))
+        for row, name in enumerate(previous.records["path"]):
+            candidates.setdefault(name, []).append((previous, row))
+        sources.insert(0, previous)
+    joined = []
+    for options in candidates.values():
+        chosen = next((option for option in options if not _unread(option)), options[0])
+        if isinstance(chosen, list):
+            joined.append(chosen)
+        else:
+            chosen[0].taken.append(chosen[1])
+    for source in sources:
+        source.taken.sort()
+    return sources, joined, runs
 
 
-def _read_part(path: Path) -> Source | None:
-    """A part file as a source, or None (with a warning) if it is unreadable or damaged."""
-    try:
-        with h5py.File(path, "r") as file:
-            source = _read_source(file, path)
-        missing = [name for name in PIECE_COLUMNS if name not in source.records]
-        if missing:
-            raise KeyError(f"/{RECORDINGS} has no column {missing[0]!r}")
-        return source
-    except (OSError, KeyError) as error:
-        skip_part(path, error)
-        return None
-
-
-def _read_source(file: h5py.File, path: Path) -> Source:
-    """The file's /recordings table and windows' columns, checked to hold every row's windows."""
-    records = read_records(file)
-    windows = file.get(WINDOWS, {})
-    schema = {name: (d.dtype, d.shape[1:]) for name, d in windows.items()}
-    ends = records["first_window"] + records["n_windows"]
-    short = [name for name, d in windows.items() if len(d) < ends.max(initial=0)]
-    if short or (ends.max(initial=0) > 0 and not schema):
-        raise KeyError(f"/{WINDOWS}/{(short or ['*'])[0]} lacks rows of its recordings")
-    layer_names = (
-        windows["firing_rates"].attrs.get("layer_names") if "firing_rates" in windows else None
-    )
-    return Source(path, records, schema, layer_names)
+def _unread(candidate: Candidate) -> bool:
+    """Whether the result is a failure to read the recording's file at all."""
+    if isinstance(candidate, list):
+        return False
+    source, row = candidate
+    return source.records["status"][row] == STATUS_FAILED and not source.records["checksum"][row]
 
 
 def _write(target: h5py.File, sources: Sequence[Source], joined: Sequence[list[Piece]]) -> int:
@@ -157,10 +149,9 @@ def _write(target: h5py.File, sources: Sequence[Source], joined: Sequence[list[P
     sizes = [s.records["n_windows"][s.taken].sum() for s in sources]
     total = int(sum(sizes) + sum(s.records["n_windows"][row] for p in joined for s, row in p))
     windows = target.create_group(WINDOWS)
-    for name, (dtype, shape) in schema.items():
-        if name != "recording":  # rows of /recordings change: `_write_records` writes it
-            windows.create_dataset(name, shape=(total, *shape), dtype=dtype)
-    layer_names = next((s.layer_names for s in sources if s.layer_names is not None), None)
+    for name, (dtype, shape) in {**schema, "recording": (np.int64, ())}.items():
+        windows.create_dataset(name, shape=(total, *shape), dtype=dtype)
+    layer_names = next((s.tables.layer_names for s in sources if s.tables.layer_names), None)
     if layer_names is not None and "firing_rates" in windows:
         windows["firing_rates"].attrs["layer_names"] = layer_names
     tables: list[dict[str, np.ndarray]] = []
@@ -172,7 +163,7 @@ def _write(target: h5py.File, sources: Sequence[Source], joined: Sequence[list[P
         counts = source.records["n_windows"][rows]
         table = {k: v[rows] for k, v in source.records.items() if k not in PIECE_COLUMNS}
         table["first_window"] = at + np.cumsum(counts) - counts
-        with h5py.File(source.path, "r") as file:
+        with h5py.File(source.tables.path, "r") as file:
             for start, stop in _runs(source.records["first_window"][rows], counts):
                 _copy(file[WINDOWS], start, stop, windows, at)
                 at += stop - start
@@ -193,13 +184,14 @@ def _schema(
         return {}
     first = givers[0]
     for other in givers[1:]:
-        if other.schema != first.schema:
-            raise ValueError(
-                f"{other.path}: its windows' columns {_describe(other.schema)} differ from "
-                f"{first.path}'s {_describe(first.schema)}: results of another checkpoint or "
-                "mode cannot share an output file (give another --output, or --overwrite)"
+        if other.tables.schema != first.tables.schema:
+            raise ConfigError(
+                "output",
+                f"{other.tables.path}: its windows' columns {_describe(other.tables.schema)} "
+                f"differ from {first.tables.path}'s {_describe(first.tables.schema)}: they "
+                "cannot share an output file (give another --output, or --overwrite)",
             )
-    return first.schema
+    return first.tables.schema
 
 
 def _describe(schema: Mapping[str, tuple[np.dtype, tuple[int, ...]]]) -> str:
@@ -222,8 +214,11 @@ def _runs(first: np.ndarray, counts: np.ndarray) -> Iterator[tuple[int, int]]:
 
 
 def _copy(source: h5py.Group, start: int, stop: int, target: h5py.Group, at: int) -> None:
-    """Rows [start, stop) of every column of `target`'s table from `source`'s, to row `at`."""
+    """Rows [start, stop) of every column of `target`'s table from `source`'s, to row `at`; the
+    recording column is `_write_records`' (rows of /recordings change)."""
     for name, dataset in target.items():
+        if name == "recording":
+            continue
         column = source[name]
         step = max(1, COPY_BYTES // max(1, column.dtype.itemsize * int(np.prod(column.shape[1:]))))
         for begin in range(start, stop, step):
@@ -240,7 +235,7 @@ def _join(pieces: Sequence[Piece], windows: h5py.Group, at: int) -> dict[str, np
         count = int(source.records["n_windows"][row])
         first = int(source.records["first_window"][row])
         if count:
-            with h5py.File(source.path, "r") as file:
+            with h5py.File(source.tables.path, "r") as file:
                 _copy(file[WINDOWS], first, first + count, windows, at)
         at += count
     for name, join in (("n_windows", sum), ("n_events", max), ("seconds", sum)):
@@ -283,6 +278,11 @@ def _write_records(
             for t in tables
         ]
         recordings.create_dataset("mean_probabilities", data=np.concatenate([empty, *means]))
-    counts = recordings["n_windows"][()]
-    target[WINDOWS].create_dataset("recording", data=np.repeat(np.arange(count), counts))
+    recording = target[WINDOWS]["recording"]
+    at = 0
+    firsts = np.cumsum([0] + [len(table["path"]) for table in tables])
+    for row, table in zip(firsts, tables, strict=False):
+        rows = np.repeat(np.arange(row, row + len(table["path"])), table["n_windows"])
+        recording[at : at + len(rows)] = rows  # a table at a time: 8 bytes a window in memory
+        at += len(rows)
     return count

@@ -1,13 +1,14 @@
 """Writing a rank's part files: each recording's window rows, then its /recordings row.
 
-The recordings that finish in a batch are committed together (`commit_parts`): one file with
-their /recordings rows and their windows one after the other (layout in
-`eventsnn.inference.results`), written under a temporary name and renamed into place, so a killed
-run loses no committed recording and never leaves a half-written part where a finished one is
-expected. Parts are not fsynced (the merged file is): after a power cut an unreadable part is
-skipped with a warning and its recordings are redone. A recording whose rows outgrow memory
-(encoded tensors of a long recording) streams them to a temporary file of its own, which becomes
-its part file when it finishes. Part names sort in commit order: the newest wins.
+Finished recordings are committed together (`commit_parts`; the writer decides when): one file
+with their /recordings rows and their windows one after the other (layout in
+`eventsnn.inference.results`; @format, @format_version and the run's @job), written under a
+temporary name and renamed into place, so a killed run loses no committed recording and never
+leaves a half-written part where a finished one is expected. Parts are not fsynced (the merged
+file is): after a power cut an unreadable part is skipped with a warning and its recordings are
+redone. A recording whose rows outgrow memory (encoded tensors of a long recording) streams them
+to a temporary file of its own, which becomes its part file when it finishes. Part names sort in
+commit order: the newest wins.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import numpy as np
 
 from eventsnn.atomic import written_atomically
 from eventsnn.inference.results import (
+    FORMAT,
+    FORMAT_VERSION,
     PIECE_COLUMNS,
     RECORD_COLUMNS,
     RECORDINGS,
@@ -45,8 +48,8 @@ class RecordingPart:
     """One recording's (or piece of a split recording's) window rows while it is processed,
     then its row of /recordings.
 
-    Rows are kept in memory until the recording finishes and is committed with the others of
-    its batch (`commit_parts`); past `flush_bytes` of buffered rows (encoded tensors of long
+    Rows are kept in memory until the recording finishes and is committed with others
+    (`commit_parts`); past `flush_bytes` of buffered rows (encoded tensors of long
     recordings) they go to resizable datasets of a temporary file of its own, so memory stays
     bounded, and that file becomes the recording's part file when it finishes.
     """
@@ -59,8 +62,10 @@ class RecordingPart:
         flush_bytes: int = 2**24,
         part: int = 0,
         parts: int = 1,
+        job: str = "",
     ) -> None:
         self.folder = folder
+        self.job = job
         self.record: dict[str, Any] = {**RECORD_COLUMNS, "path": path, "rank": rank}
         self.record.update(part=part, parts=parts)
         self.flush_bytes = flush_bytes
@@ -72,9 +77,20 @@ class RecordingPart:
         self.layer_names: list[str] = []
         self.probability_sum: np.ndarray | None = None
         self.votes: np.ndarray | None = None
+        self.rejected = ""
+
+    def reject(self, error: str) -> None:
+        """Fail the recording with `error`: its rows so far are dropped, later ones ignored."""
+        self.rejected = self.rejected or error
+        self.abandon()
+        self.spill = None
+        self.buffered, self.buffered_bytes, self.n_rows = {}, 0, 0
+        self.probability_sum = self.votes = None
 
     def append(self, columns: Mapping[str, np.ndarray]) -> None:
         """Add rows (one per window) to the columns named by `columns`."""
+        if self.rejected:
+            return
         for name, rows in columns.items():
             rows = np.asarray(rows)
             self.buffered.setdefault(name, []).append(rows)
@@ -109,8 +125,8 @@ class RecordingPart:
         others wait for `commit_parts`.
         """
         self.record.update({k: v for k, v in record.items() if k in RECORD_COLUMNS})
-        self.record["status"] = STATUS_FAILED if record.get("error") else STATUS_DONE
-        self.record["error"] = record.get("error", "")
+        self.record["error"] = self.rejected or record.get("error", "")
+        self.record["status"] = STATUS_FAILED if self.record["error"] else STATUS_DONE
         if self.probability_sum is not None:
             self.record["predicted"] = int(self.probability_sum.argmax())
             self.record["predicted_majority"] = int(self.votes.argmax())
@@ -134,7 +150,7 @@ class RecordingPart:
 def commit_parts(folder: Path, parts: Sequence[RecordingPart]) -> Path:
     """Write finished recordings into one new part file: all of them or, if killed, none."""
     path = new_part_path(folder)
-    # not fsynced: a power cut may lose a part, whose recordings are then redone (`open_part`);
+    # not fsynced: a power cut may lose a part, whose recordings are then redone (`read_part`);
     # two fsyncs cost ~27 ms a commit here, more than the commit itself for small recordings
     with written_atomically(path, durable=False) as tmp, h5py.File(tmp, "w") as file:
         write_tables(file, parts)
@@ -144,6 +160,7 @@ def commit_parts(folder: Path, parts: Sequence[RecordingPart]) -> Path:
 def write_tables(file: h5py.File, parts: Sequence[RecordingPart]) -> None:
     """The parts' /recordings rows and their buffered window rows, one after the other (a
     spilled part's earlier rows are in /windows already: it is alone in its file)."""
+    file.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, job=parts[0].job)
     windows = file.require_group(WINDOWS)
     counts = np.array([part.n_rows for part in parts], dtype=np.int64)
     for part, first in zip(parts, np.cumsum(counts) - counts, strict=True):
@@ -160,9 +177,10 @@ def write_tables(file: h5py.File, parts: Sequence[RecordingPart]) -> None:
                                                                for m in means]))  # fmt: skip
     names = dict.fromkeys(name for part in parts for name in part.buffered)
     for name in names:
-        put_dataset(
-            windows, name, np.concatenate([r for p in parts for r in p.buffered.get(name, [])])
-        )
+        rows = np.concatenate([r for p in parts for r in p.buffered.get(name, [])])
+        if len(rows) != counts.sum():  # every window has every column, or rows would shift
+            raise ValueError(f"column {name!r}: {len(rows)} rows for {counts.sum()} windows")
+        put_dataset(windows, name, rows)
     if "recording" not in windows:
         put_dataset(windows, "recording", np.repeat(np.arange(len(parts)), counts))
     if "firing_rates" in windows:

@@ -21,24 +21,27 @@ Final file (one per run, replaced atomically by the merge), two tables of equal-
         encoded (n, T, ...)                                 (--encode-only, instead)
 
 Tables, not a group a recording: a run over thousands of small recordings writes, merges and
-reads a few dozen datasets a batch instead of a dozen a recording (~1.5 ms a recording), and the
-windows of a whole run load as one array (pandas: ``pd.DataFrame`` of the 1-D columns).
-`read_recording` gives one recording's row and windows.
+reads a few dozen datasets a commit instead of a dozen a recording (~1.5 ms a recording), and the
+windows of a whole run load as one array (pandas: a ``pd.DataFrame`` of the 1-D columns, strings
+through ``.asstr()``). `read_recording` gives one recording's row and windows. @job
+(`job_identity`: checkpoint digest, mode, window, transform) is checked before a run resumes.
 
 While running, each rank writes its finished recordings into part files
-``<output>.parts/rank-<r>/<time>-<pid>-<n>.h5`` with the same two tables and two more
-/recordings columns, ``part`` and ``parts``: a long recording split between processes
-(`plan_tasks`) is a row a piece, which the merge joins into one row once all its pieces are
-there (until then none of them counts as done). Writing parts is `eventsnn.inference.parts`;
-the merge is `eventsnn.inference.merge`.
+``<output>.parts/rank-<r>/<time>-<pid>-<n>.h5`` with the same two tables, @format,
+@format_version and @job, and two more /recordings columns, ``part`` and ``parts``: a long
+recording split between processes (`plan_tasks`) is a row a piece, which the merge joins into
+one row once all its pieces are there (until then none of them counts as done). Writing parts
+is `eventsnn.inference.parts`; the merge is `eventsnn.inference.merge`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +71,8 @@ RECORD_COLUMNS: dict[str, Any] = {
     "first_window": 0,
 }
 """The scalar columns of /recordings and their defaults (which give each its type)."""
+JOB_PARAMETERS = ("window_us", "window_events", "overlap", "transform", "sensor_size")
+"""Run parameters that change the results: a resumed output must have been written with these."""
 PIECE_COLUMNS = ("part", "parts")
 """/recordings columns of part files only: piece `part` of `parts` of a split recording."""
 CHECKSUM = "xxh3_128"
@@ -102,13 +107,15 @@ def read_columns(group: h5py.Group, names: Sequence[str] | None = None) -> dict[
     columns = {}
     for name in names:
         dataset = group[name]
+        if not isinstance(dataset, h5py.Dataset):
+            raise KeyError(f"/{group.name.strip('/')}/{name} is not a column")
         is_string = h5py.check_string_dtype(dataset.dtype) is not None
         columns[name] = dataset.asstr()[()] if is_string else dataset[()]
     return columns
 
 
 def check_format(file: h5py.File, name: str | os.PathLike) -> None:
-    """Refuse a results file of another format version, naming it (`name`)."""
+    """Refuse a results or part file of another format version, naming it (`name`)."""
     version = file.attrs.get("format_version")
     if file.attrs.get("format") != FORMAT or version != FORMAT_VERSION:
         raise ConfigError(
@@ -119,9 +126,77 @@ def check_format(file: h5py.File, name: str | os.PathLike) -> None:
         )
 
 
+@dataclass
+class Tables:
+    """A results or part file's /recordings table (read) and its windows' columns (types and
+    shapes only), checked to hold every recording's windows."""
+
+    path: Path
+    records: dict[str, np.ndarray]
+    schema: dict[str, tuple[np.dtype, tuple[int, ...]]]
+    layer_names: str | None
+    job: str
+
+
+def read_tables(file: h5py.File, path: str | os.PathLike) -> Tables:
+    """`Tables` of an open file; ConfigError for another format, KeyError (naming the file and
+    what is missing) for a damaged one."""
+    check_format(file, path)
+    try:
+        records = read_columns(file[RECORDINGS])
+        windows = file[WINDOWS]
+        missing = [name for name in RECORD_COLUMNS if name not in records]
+        if missing:
+            raise KeyError(f"/{RECORDINGS} has no column {missing[0]!r}")
+        if len({len(column) for column in records.values()}) > 1:
+            raise KeyError(f"/{RECORDINGS} has columns of different lengths")
+        ends = int((records["first_window"] + records["n_windows"]).max(initial=0))
+        short = [name for name, column in windows.items() if len(column) < ends]
+        if short or (ends and not len(windows)):
+            raise KeyError(f"/{WINDOWS}/{(short or ['*'])[0]} lacks rows of its recordings")
+        schema = {name: (column.dtype, column.shape[1:]) for name, column in windows.items()}
+        rates = windows.get("firing_rates")
+        layer_names = None if rates is None else rates.attrs.get("layer_names")
+    except KeyError as error:
+        raise KeyError(f"{path}: {error.args[0] if error.args else error}") from error
+    return Tables(Path(path), records, schema, layer_names, str(file.attrs.get("job", "")))
+
+
+def read_output(output: str | os.PathLike) -> Tables:
+    """The final output's `Tables`; a damaged one is a ConfigError naming it."""
+    try:
+        with h5py.File(output, "r") as file:
+            return read_tables(file, output)
+    except (OSError, KeyError) as error:
+        raise ConfigError(
+            "output",
+            f"{output} cannot be read as batch results ({error}): give another --output, or "
+            "--overwrite to replace it",
+        ) from error
+
+
+def read_part(path: Path) -> Tables | None:
+    """A part file's `Tables`, or None (with a warning) if it cannot be read or is damaged.
+
+    Parts are not fsynced (they are progress, not results): after a power cut one may hold
+    garbage under its final name. Its recordings then count as not done and are redone.
+    """
+    try:
+        with h5py.File(path, "r") as file:
+            tables = read_tables(file, path)
+        missing = [name for name in PIECE_COLUMNS if name not in tables.records]
+        if missing:
+            raise KeyError(f"/{RECORDINGS} has no column {missing[0]!r}")
+        return tables
+    except (OSError, KeyError, ConfigError) as error:
+        skip_part(path, error)
+        return None
+
+
 def read_recording(file: h5py.File, path: str) -> dict[str, Any]:
     """The recording `path` of an open results file: its /recordings row (plain values, and
     mean_probabilities if any) with its windows' columns under ``"windows"``."""
+    check_format(file, file.filename)
     paths = file[RECORDINGS]["path"].asstr()[()]
     found = np.flatnonzero(paths == path)
     if not len(found):
@@ -163,38 +238,43 @@ def iter_records(
     recordings are not recordings yet and are left out."""
     output = Path(output)
     if output.exists():
-        with h5py.File(output, "r") as file:
-            check_format(file, output)
-            yield from _rows(read_records(file), keys)
+        yield from _rows(read_output(output).records, keys)
     for path in part_files(output):  # one open at a time: a killed run may leave thousands
-        records = read_part_records(path)
-        if records is not None:
-            yield from _rows(records, keys)
+        tables = read_part(path)
+        if tables is not None:
+            yield from _rows(tables.records, keys)
 
 
-def read_records(file: h5py.File) -> dict[str, np.ndarray]:
-    """A results or part file's /recordings table; KeyError naming what is missing."""
-    records = read_columns(file[RECORDINGS])
-    missing = [name for name in RECORD_COLUMNS if name not in records]
-    if missing:
-        raise KeyError(f"/{RECORDINGS} has no column {missing[0]!r}")
-    if len({len(column) for column in records.values()}) > 1:
-        raise KeyError(f"/{RECORDINGS} has columns of different lengths")
-    return records
+def check_job(output: str | os.PathLike, job: str) -> None:
+    """Refuse an output, or part files of an unfinished run, written by another job (another
+    checkpoint, mode, window or transform: `job_identity`): resuming would mix the two."""
+    output = Path(output)
+    files = ([output] if output.exists() else []) + part_files(output)
+    for path in files:
+        try:
+            with h5py.File(path, "r") as file:
+                check_format(file, path)
+                found = str(file.attrs.get("job", ""))
+        except OSError:  # an unreadable part: skipped and redone, as `read_part` says
+            continue
+        if found != job:
+            before = json.loads(found) if found else {}
+            differ = [k for k, v in json.loads(job).items() if before.get(k) != v]
+            raise ConfigError(
+                "output",
+                f"{path} holds results of another job ({', '.join(differ) or 'job'} differ): "
+                "resuming would mix them with this one's; give another --output, or "
+                "--overwrite to replace it",
+            )
 
 
-def read_part_records(path: Path) -> dict[str, np.ndarray] | None:
-    """A part file's /recordings table, or None (with a warning) if the file cannot be read.
-
-    Parts are not fsynced (they are progress, not results): after a power cut one may hold
-    garbage under its final name. Its recordings then count as not done and are redone.
-    """
-    try:
-        with h5py.File(path, "r") as file:
-            return read_records(file)
-    except (OSError, KeyError) as error:
-        skip_part(path, error)
-        return None
+def job_identity(metadata: Mapping[str, Any]) -> str:
+    """What makes two runs' results comparable, as stored in @job: the checkpoint's digest, the
+    mode and the window and transform parameters (JSON, keys sorted)."""
+    parameters = metadata["parameters"]
+    job = {name: metadata[name] for name in ("checkpoint_sha256", "mode")}
+    job.update({name: parameters[name] for name in JOB_PARAMETERS})
+    return json.dumps(job, sort_keys=True)
 
 
 def skip_part(path: Path, error: Exception) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BasePredictionWriter
 from tqdm.auto import tqdm
@@ -31,6 +32,8 @@ from eventsnn.inference.merge import merge
 from eventsnn.inference.parts import RecordingPart, commit_parts
 from eventsnn.inference.results import parts_dir
 
+COMMIT_BYTES = 2**26
+"""Finished rows held for a commit at most (encoded windows are large): past it, commit now."""
 OUTPUT_KEYS = ("probabilities", "predicted", "spike_counts", "firing_rates", "encoded")
 """Per-window outputs of `WindowPredictor` stored as datasets."""
 
@@ -49,6 +52,8 @@ class ResultsWriter(BasePredictionWriter):
         self.output = Path(output)
         self.commit_seconds = commit_seconds
         self.finished: list[RecordingPart] = []
+        self.finished_bytes = 0
+        self.kinds: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
         self.last_commit = time.perf_counter()
         self.tasks: dict[int, RecordingTask] = {}
         self.metadata = dict(metadata)
@@ -94,7 +99,11 @@ class ResultsWriter(BasePredictionWriter):
         for index in dict.fromkeys(recordings.tolist()):
             rows = recordings == index
             columns = {name: values[rows] for name, values in {**windows, **outputs}.items()}
-            self._part(index).append(columns)
+            part = self._part(index)
+            mismatch = self._mismatch(columns)
+            if mismatch:  # e.g. encoded frames sized by each window's events: no common table
+                part.reject(f"{part.record['path']}: {mismatch}")
+            part.append(columns)
         self.windows_done += len(recordings)
         layer_names = list(getattr(pl_module, "layer_names", []))
         for record in prediction["finished"]:
@@ -102,23 +111,44 @@ class ResultsWriter(BasePredictionWriter):
             del self.open[record["recording"]]
             if not part.finish(record, layer_names):  # else committed already: its own file
                 self.finished.append(part)
-            self.events_done += int(record["n_events"])
-        if time.perf_counter() - self.last_commit >= self.commit_seconds:
+                self.finished_bytes += part.buffered_bytes
+            self.events_done += int(record.get("events_read", record["n_events"]))
+        due = time.perf_counter() - self.last_commit >= self.commit_seconds
+        if due or self.finished_bytes > COMMIT_BYTES:
             self._commit()
         self._show(len(prediction["finished"]))
 
+    def _mismatch(self, columns: Mapping[str, np.ndarray]) -> str:
+        """Why rows cannot join the run's table (their shape differs from the first rows'), or
+        ""."""
+        for name, rows in columns.items():
+            kind = (rows.dtype, rows.shape[1:])
+            first = self.kinds.setdefault(name, kind)
+            if kind != first:
+                return (
+                    f"its {name} rows are {kind[0]} {list(kind[1])}, the run's {first[0]} "
+                    f"{list(first[1])}: one results file holds one shape (give the transform a "
+                    "fixed sensor size)"
+                )
+        return ""
+
     def _commit(self) -> None:
         """Write the finished recordings not yet on disk into one part file."""
-        if self.finished:
-            commit_parts(self.folder, self.finished)
-            self.finished = []
+        finished, self.finished, self.finished_bytes = self.finished, [], 0
+        if finished:  # taken off first: a failed commit is not retried on the way out
+            commit_parts(self.folder, finished)
         self.last_commit = time.perf_counter()
 
     def _part(self, index: int) -> RecordingPart:
         if index not in self.open:
             task = self.tasks[index]
             self.open[index] = RecordingPart(
-                self.folder, task.path, self.rank, part=task.part, parts=task.parts
+                self.folder,
+                task.path,
+                self.rank,
+                part=task.part,
+                parts=task.parts,
+                job=str(self.metadata.get("job", "")),
             )
         return self.open[index]
 
