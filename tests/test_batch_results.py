@@ -241,8 +241,8 @@ def test_an_unreadable_part_is_skipped_with_a_warning_and_its_recordings_redone(
 
 
 def test_parts_of_a_split_recording_count_only_once_all_are_merged(tmp_path):
-    """A recording split between processes is done when every part is: then the merge joins
-    them into one group (rows in part order, counts summed, predictions over all rows)."""
+    """A recording split between processes is done when every piece is: the merge joins them
+    into one row (windows in part order, counts summed, predictions over all windows)."""
     output = tmp_path / "out.h5"
     folder = parts_dir(output) / "rank-0"
     folder.mkdir(parents=True)
@@ -265,9 +265,12 @@ def test_parts_of_a_split_recording_count_only_once_all_are_merged(tmp_path):
 
     commit(0)
     assert completed(output) == {} and list(iter_records(output)) == []
-    commit(1)
-    assert completed(output) == {}  # not before the merge joins them
+    commit(1)  # all there: done (a run killed now does not redo it), joined by the merge
+    assert completed(output) == {"/data/long.h5": "c"} and list(iter_records(output)) == []
+    stale = output.with_name(".out.h5.0123456789ab.tmp")  # left by a merge killed mid-way
+    stale.write_bytes(b"half")
     assert merge(output, {"mode": "predict"}) == 1
+    assert not stale.exists()
     (record,) = iter_records(output)
     assert (record["n_windows"], record["n_events"], record["status"]) == (5, 200, "done")
     assert (record["predicted"], record["predicted_majority"]) == (1, 1)  # mean 0.46 / 0.54

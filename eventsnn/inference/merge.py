@@ -11,6 +11,7 @@ takes the committed parts and leaves the others' unfinished ones alone.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -72,6 +73,8 @@ def merge(output: str | os.PathLike, metadata: Mapping[str, Any], complete: bool
     output = Path(output)
     parts = part_files(output)
     sources, joined, runs = _select(output, parts)
+    for stale in output.parent.glob(f".{glob.escape(output.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)  # what a merge killed mid-way left (one merges at a time)
     # durable: the parts are deleted once the merged file is in place
     with written_atomically(output) as tmp, h5py.File(tmp, "w") as target:
         count = _write(target, sources, joined)

@@ -30,7 +30,7 @@ While running, each rank writes its finished recordings into part files
 ``<output>.parts/rank-<r>/<time>-<pid>-<n>.h5`` with the same two tables, @format,
 @format_version and @job, and two more /recordings columns, ``part`` and ``parts``: a long
 recording split between processes (`plan_tasks`) is a row a piece, which the merge joins into
-one row once all its pieces are there (until then none of them counts as done). Writing parts
+one row once all its pieces are there (until then, none of them counts as done). Writing parts
 is `eventsnn.inference.parts`; the merge is `eventsnn.inference.merge`.
 """
 
@@ -236,13 +236,19 @@ def iter_records(
     """The /recordings rows (all scalar columns, or those of `keys`) of every finished
     recording as dicts: the final file's, then the parts', oldest first. Pieces of split
     recordings are not recordings yet and are left out."""
+    for tables in _all_tables(output):
+        yield from _rows(tables.records, keys)
+
+
+def _all_tables(output: str | os.PathLike) -> Iterator[Tables]:
+    """The final file's tables, then the readable parts', oldest first."""
     output = Path(output)
     if output.exists():
-        yield from _rows(read_output(output).records, keys)
+        yield read_output(output)
     for path in part_files(output):  # one open at a time: a killed run may leave thousands
         tables = read_part(path)
         if tables is not None:
-            yield from _rows(tables.records, keys)
+            yield tables
 
 
 def check_job(output: str | os.PathLike, job: str) -> None:
@@ -298,6 +304,23 @@ def _rows(
 
 def completed(output: str | os.PathLike) -> dict[str, str]:
     """path -> checksum ("<algorithm>:<hex>") of the recordings a previous run finished (done,
-    or failed on content)."""
-    records = iter_records(output, ("path", "checksum"))
-    return {r["path"]: r["checksum"] for r in records if r["checksum"]}
+    or failed on content), the newest result of each; a split recording counts once a part
+    file holds each of its pieces (the merge joins them), so a run killed before merging does
+    not redo it."""
+    done: dict[str, str] = {}
+    pieces: dict[tuple[str, int, str], set[int]] = {}
+    for tables in _all_tables(output):
+        records = tables.records
+        counts = records.get("parts", np.ones(len(records["path"]), dtype=np.int64))
+        for row, (path, checksum) in enumerate(
+            zip(records["path"], records["checksum"], strict=True)
+        ):
+            if not checksum:  # the file could not be read: an older result stands
+                continue
+            if counts[row] > 1:
+                found = pieces.setdefault((path, int(counts[row]), checksum), set())
+                found.add(int(records["part"][row]))
+                if len(found) < counts[row]:
+                    continue
+            done[path] = checksum
+    return done
