@@ -137,13 +137,19 @@ def fake_batch(recording: int) -> dict:
     }  # fmt: skip
 
 
+def rank_writer(output: Path, recordings: int, mode: str, commit_seconds: float) -> ResultsWriter:
+    """A rank-0 writer of `recordings` tasks, set up as the trainer's `setup` would."""
+    writer = ResultsWriter(output, {"mode": mode}, progress=False, commit_seconds=commit_seconds)
+    writer.folder = parts_dir(output) / "rank-0"
+    writer.folder.mkdir(parents=True)
+    writer.tasks = {i: RecordingTask(i, f"/data/{i}.npy") for i in range(recordings)}
+    return writer
+
+
 def test_finished_recordings_are_committed_together_every_commit_seconds(tmp_path):
     """Between commits finished recordings wait in memory; an interruption commits them."""
     output = tmp_path / "out.h5"
-    writer = ResultsWriter(output, {"mode": "predict"}, progress=False, commit_seconds=3600)
-    writer.folder = parts_dir(output) / "rank-0"
-    writer.folder.mkdir(parents=True)
-    writer.tasks = {i: RecordingTask(i, f"/data/{i}.npy") for i in range(4)}
+    writer = rank_writer(output, 4, "predict", commit_seconds=3600)
     module = SimpleNamespace(layer_names=["1_lif"])
     for recording in (0, 1):
         writer.write_on_batch_end(None, module, fake_batch(recording), None, None, 0)
@@ -162,10 +168,7 @@ def test_finished_recordings_are_committed_together_every_commit_seconds(tmp_pat
 
 def test_a_commit_is_due_when_finished_rows_pass_commit_bytes(tmp_path, monkeypatch):
     output = tmp_path / "out.h5"
-    writer = ResultsWriter(output, {"mode": "predict"}, progress=False, commit_seconds=3600)
-    writer.folder = parts_dir(output) / "rank-0"
-    writer.folder.mkdir(parents=True)
-    writer.tasks = {i: RecordingTask(i, f"/data/{i}.npy") for i in range(2)}
+    writer = rank_writer(output, 2, "predict", commit_seconds=3600)
     monkeypatch.setattr(writer_module, "COMMIT_BYTES", 0)  # rows of encoded windows: large
     for recording in (0, 1):
         writer.write_on_batch_end(None, SimpleNamespace(), fake_batch(recording), None, None, 0)
@@ -175,10 +178,7 @@ def test_a_commit_is_due_when_finished_rows_pass_commit_bytes(tmp_path, monkeypa
 def test_rows_of_another_shape_fail_their_recording_alone(tmp_path):
     """Encoded frames sized by each window's events cannot share the run's table."""
     output = tmp_path / "out.h5"
-    writer = ResultsWriter(output, {"mode": "encode"}, progress=False, commit_seconds=0)
-    writer.folder = parts_dir(output) / "rank-0"
-    writer.folder.mkdir(parents=True)
-    writer.tasks = {i: RecordingTask(i, f"/data/{i}.npy") for i in range(3)}
+    writer = rank_writer(output, 3, "encode", commit_seconds=0)
     for recording, size in enumerate((4, 5, 4)):
         batch = fake_batch(recording)
         del batch["probabilities"], batch["predicted"]
