@@ -114,7 +114,10 @@ def _select(output: Path, parts: Sequence[Path]) -> tuple[list[Source], list[lis
                 candidates.setdefault(name, []).append((source, row))
                 continue
             found = pieces.setdefault((name, count, records["checksum"][row]), {})
-            found.setdefault(int(records["part"][row]), (source, row))
+            number = int(records["part"][row])
+            if number in found:  # the newest of each piece is kept
+                continue
+            found[number] = (source, row)
             if len(found) == count:
                 candidates.setdefault(name, []).append([found[k] for k in sorted(found)])
         newest_first.append(source)
