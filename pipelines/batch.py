@@ -12,7 +12,9 @@ recordings in N background threads (other cores) while the model runs, and decod
 on N + 1 threads. ``--devices N --strategy
 ddp_fork`` runs N processes on one machine, forked from this one (no new interpreter to start);
 ``ddp`` starts each as a new interpreter, as a cluster's nodes need. A re-run skips
-recordings already in the output with the same checksum; ``--overwrite`` starts again. A
+recordings finished before with the same checksum (in the output, or in the part files of a
+killed run) if the job is the same (checkpoint, mode, window, transform); ``--overwrite`` starts
+again. A
 recording that cannot be read is recorded with its error; the exit code is 1 when any recording
 failed, 2 on a setup error.
 """
@@ -191,7 +193,8 @@ def rank_setup(threads: int | None) -> list[Any]:
 
 
 def pending_recordings(paths: Sequence[str], output: str) -> tuple[list[str], list[str]]:
-    """(to do, already done): done means in the output with the same checksum."""
+    """(to do, already done): done means finished before with the same checksum, in the output
+    or in part files a killed run left (a split recording once all its pieces are there)."""
     from eventsnn.inference import completed, same_checksum
 
     done_before = completed(output)
@@ -324,8 +327,11 @@ def run(args: Any, threads: int | None = None) -> int:
     metadata["job"] = job_identity(metadata)
     if not args.overwrite:  # (another rank may be removing the old output)
         check_job(args.output, metadata["job"])
-    todo, done = pending_recordings(paths, args.output)
-    if todo:
+    # with --overwrite the old results are being removed (by rank 0): not read, all to do
+    todo, done = (list(paths), []) if args.overwrite else pending_recordings(paths, args.output)
+    # ranks started by an outside launcher (torchrun, SLURM) all go in, whatever each of them
+    # found done: the plan is rank 0's, and one rank alone in `predict` would wait for ever
+    if todo or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         trainer = pl.Trainer(
             accelerator=args.accelerator,
             devices=args.devices,

@@ -394,13 +394,40 @@ def test_checksums_name_their_algorithm_and_match_the_hash_libraries(tmp_path):
         file_checksum(path, "md5")
 
 
-def test_merge_refuses_windows_of_another_model_naming_both_files(tmp_path):
+def test_windows_of_another_shape_fail_their_recordings_not_the_merge(tmp_path):
+    """Parts of ranks or runs whose windows differ (encoded frames sized by each window): the
+    results keep the first shape and the others' recordings fail, naming both shapes."""
     output = tmp_path / "out.h5"
     finished_part(output, "/data/a.npy", [[1.0, 0.0]])
     finished_part(output, "/data/b.npy", [[0.2, 0.3, 0.5]])  # three classes
-    with pytest.raises(ValueError, match=r"probabilities float32\[3\].*differ.*float32\[2\]"):
-        merge(output, {"mode": "predict"})
-    assert not output.exists() and len(list(parts_dir(output).glob("rank-0/*.h5"))) == 2
+    assert merge(output, {"mode": "predict"}) == 2
+    records = {r["path"]: r for r in iter_records(output)}
+    assert records["/data/a.npy"]["status"] == "done"
+    b = records["/data/b.npy"]
+    assert (b["status"], b["n_windows"], b["predicted"]) == ("failed", 0, -1)
+    assert b["error"].startswith("/data/b.npy: its windows' columns in ")
+    assert "probabilities float32[3]" in b["error"] and "probabilities float32[2]" in b["error"]
+    with h5py.File(output, "r") as file:
+        check_tables(file)
+        assert np.isnan(read_recording(file, "/data/b.npy")["mean_probabilities"]).all()
+
+
+def test_a_split_recording_that_cannot_be_read_keeps_its_older_result(tmp_path):
+    """Every piece failed before reading (no checksum): like a whole one, it does not replace
+    the result of a run that could read the file."""
+    output = tmp_path / "out.h5"
+    finished_part(output, "/data/long.h5", [[0.0, 1.0]], sha="good")
+    assert merge(output, {"mode": "predict"}) == 1
+    folder = parts_dir(output) / "rank-0"
+    folder.mkdir(parents=True)
+    for part in range(2):
+        piece = RecordingPart(folder, "/data/long.h5", part=part, parts=2)
+        piece.finish({"checksum": "", "error": "/data/long.h5: Permission denied"}, [])
+        commit_parts(folder, [piece])
+    assert completed(output) == {"/data/long.h5": "good"}
+    assert merge(output, {"mode": "predict"}) == 1
+    (record,) = iter_records(output)
+    assert (record["status"], record["checksum"], record["n_windows"]) == ("done", "good", 1)
 
 
 def test_spilled_and_buffered_recordings_of_one_batch_merge_alike(tmp_path):

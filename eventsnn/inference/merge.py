@@ -2,8 +2,10 @@
 
 The new file is written beside the output and renamed over it, so the output is at every moment
 either the previous complete file or the new one; the merged parts are removed only afterwards.
-A recording found in several files is taken from its newest part, else from the previous file;
-the pieces of a split recording are joined into one row once all of them are there. Window rows
+A recording found in several files is taken from its newest part, else from the previous file,
+unless that newest result is a failure to read the file at all and an older one exists; the
+pieces of a split recording are joined into one row once all of them are there. Rows whose
+windows have other columns than the results' (encoded frames sized by each window) fail. Window rows
 are copied a run of consecutive rows at a time, ~16 MB a copy, so a merge costs a few dozen
 HDF5 calls a part file whatever the number of recordings in it. After an interruption the merge
 takes the committed parts and leaves the others' unfinished ones alone.
@@ -24,7 +26,6 @@ import h5py
 import numpy as np
 
 from eventsnn.atomic import written_atomically
-from eventsnn.data.errors import ConfigError
 from eventsnn.inference.parts import column
 from eventsnn.inference.results import (
     FORMAT,
@@ -57,6 +58,8 @@ class Source:
         return self.tables.records
 
 
+Schema = dict[str, tuple[np.dtype, tuple[int, ...]]]
+"""The windows' columns: name -> (dtype, shape of a row)."""
 Piece = tuple[Source, int]
 """A row of a source's /recordings table."""
 Candidate = Piece | list[Piece]
@@ -142,18 +145,22 @@ def _select(output: Path, parts: Sequence[Path]) -> tuple[list[Source], list[lis
 
 
 def _unread(candidate: Candidate) -> bool:
-    """Whether the result is a failure to read the recording's file at all."""
+    """Whether the result is a failure to read the recording's file at all (every piece of a
+    split one)."""
     if isinstance(candidate, list):
-        return False
+        return all(_unread(piece) for piece in candidate)
     source, row = candidate
     return source.records["status"][row] == STATUS_FAILED and not source.records["checksum"][row]
 
 
 def _write(target: h5py.File, sources: Sequence[Source], joined: Sequence[list[Piece]]) -> int:
     """Write the taken rows of `sources`, then the joined pieces; return the recordings count."""
-    schema = _schema(sources, joined)
-    sizes = [s.records["n_windows"][s.taken].sum() for s in sources]
-    total = int(sum(sizes) + sum(s.records["n_windows"][row] for p in joined for s, row in p))
+    schema, misfits = _schema(sources, joined)
+    fits = [s for s in sources if id(s) not in misfits]
+    total = int(sum(s.records["n_windows"][s.taken].sum() for s in fits))
+    total += sum(
+        s.records["n_windows"][row] for p in joined for s, row in p if id(s) not in misfits
+    )
     windows = target.create_group(WINDOWS)
     for name, (dtype, shape) in {**schema, "recording": (np.int64, ())}.items():
         windows.create_dataset(name, shape=(total, *shape), dtype=dtype)
@@ -166,8 +173,11 @@ def _write(target: h5py.File, sources: Sequence[Source], joined: Sequence[list[P
         if not source.taken:
             continue
         rows = np.array(source.taken)
-        counts = source.records["n_windows"][rows]
         table = {k: v[rows] for k, v in source.records.items() if k not in PIECE_COLUMNS}
+        if id(source) in misfits:
+            tables.append(_failed(table, _misfit(source, schema), at))
+            continue
+        counts = source.records["n_windows"][rows]
         table["first_window"] = at + np.cumsum(counts) - counts
         with h5py.File(source.tables.path, "r") as file:
             for start, stop in _runs(source.records["first_window"][rows], counts):
@@ -175,32 +185,48 @@ def _write(target: h5py.File, sources: Sequence[Source], joined: Sequence[list[P
                 at += stop - start
         tables.append(table)
     for pieces in joined:
-        tables.append(_join(pieces, windows, at))
+        misfit = next((s for s, _ in pieces if id(s) in misfits), None)
+        tables.append(
+            _join(pieces, windows, at, None if misfit is None else _misfit(misfit, schema))
+        )
         at += tables[-1]["n_windows"][0]
     return _write_records(target, tables, schema)
 
 
-def _schema(
-    sources: Sequence[Source], joined: Sequence[list[Piece]]
-) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
-    """The windows' columns: those of the sources with rows to give, which must all agree."""
+def _misfit(source: Source, schema: Schema) -> str:
+    """Why a source's windows cannot join the results' table."""
+    return (
+        f"its windows' columns in {source.tables.path.name} ({_describe(source.tables.schema)}) "
+        f"differ from the results' ({_describe(schema)}): one results file holds one shape "
+        "(e.g. give the transform a fixed sensor size)"
+    )
+
+
+def _failed(table: dict[str, np.ndarray], why: str, at: int) -> dict[str, np.ndarray]:
+    """The table's rows as failures (`why`, after each path) without windows, at row `at`."""
+    paths = table["path"]
+    table = {k: v for k, v in table.items() if k != "mean_probabilities"}
+    table["status"] = np.full(len(paths), STATUS_FAILED, dtype=object)
+    table["error"] = np.array([f"{path}: {why}" for path in paths], dtype=object)
+    table["n_windows"] = np.zeros(len(paths), dtype=np.int64)
+    table["first_window"] = np.full(len(paths), at, dtype=np.int64)
+    table["predicted"] = table["predicted_majority"] = np.full(len(paths), -1, dtype=np.int64)
+    return table
+
+
+def _schema(sources: Sequence[Source], joined: Sequence[list[Piece]]) -> tuple[Schema, set[int]]:
+    """The windows' columns (the first source with rows to give: the previous output's if it
+    has any) and the ids of the sources whose columns differ: their recordings fail (encoded
+    frames sized by each window, another rank's or run's shape), the others are merged."""
     givers = [s for s in sources if s.records["n_windows"][s.taken].sum() > 0]
     givers += [s for pieces in joined for s, row in pieces if s.records["n_windows"][row] > 0]
     if not givers:
-        return {}
-    first = givers[0]
-    for other in givers[1:]:
-        if other.tables.schema != first.tables.schema:
-            raise ConfigError(
-                "output",
-                f"{other.tables.path}: its windows' columns {_describe(other.tables.schema)} "
-                f"differ from {first.tables.path}'s {_describe(first.tables.schema)}: they "
-                "cannot share an output file (give another --output, or --overwrite)",
-            )
-    return first.tables.schema
+        return {}, set()
+    schema = givers[0].tables.schema
+    return schema, {id(s) for s in givers if s.tables.schema != schema}
 
 
-def _describe(schema: Mapping[str, tuple[np.dtype, tuple[int, ...]]]) -> str:
+def _describe(schema: Schema) -> str:
     return ", ".join(f"{name} {dtype}{list(shape)}" for name, (dtype, shape) in schema.items())
 
 
@@ -232,10 +258,15 @@ def _copy(source: h5py.Group, start: int, stop: int, target: h5py.Group, at: int
             dataset[at + begin - start : at + end - start] = column[begin:end]
 
 
-def _join(pieces: Sequence[Piece], windows: h5py.Group, at: int) -> dict[str, np.ndarray]:
+def _join(
+    pieces: Sequence[Piece], windows: h5py.Group, at: int, misfit: str | None = None
+) -> dict[str, np.ndarray]:
     """Copy the windows of a split recording's pieces (in part order) to row `at`; its one row
-    of /recordings as an unsplit run writes it: counts summed, predictions over all rows."""
+    of /recordings as an unsplit run writes it: counts summed, predictions over all rows (a
+    failure, `misfit`, if a piece's windows do not fit the results' columns)."""
     record = {k: v[pieces[0][1]] for k, v in pieces[0][0].records.items() if k in RECORD_COLUMNS}
+    if misfit is not None:
+        return _failed({k: np.array([v]) for k, v in record.items()}, misfit, at)
     start = at
     for source, row in pieces:
         count = int(source.records["n_windows"][row])
@@ -268,7 +299,7 @@ def _join(pieces: Sequence[Piece], windows: h5py.Group, at: int) -> dict[str, np
 def _write_records(
     target: h5py.File,
     tables: Sequence[Mapping[str, np.ndarray]],
-    schema: Mapping[str, tuple[np.dtype, tuple[int, ...]]],
+    schema: Schema,
 ) -> int:
     """The /recordings table and the windows' recording column (their rows in it)."""
     recordings = target.create_group(RECORDINGS)

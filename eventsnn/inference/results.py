@@ -167,10 +167,13 @@ def read_output(output: str | os.PathLike) -> Tables:
     try:
         with h5py.File(output, "r") as file:
             return read_tables(file, output)
-    except (OSError, KeyError) as error:
+    except ConfigError:  # another format: its own message
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as error:
+        reason = error.args[0] if isinstance(error, KeyError) and error.args else error
         raise ConfigError(
             "output",
-            f"{output} cannot be read as batch results ({error}): give another --output, or "
+            f"{output} cannot be read as batch results ({reason}): give another --output, or "
             "--overwrite to replace it",
         ) from error
 
@@ -188,7 +191,7 @@ def read_part(path: Path) -> Tables | None:
         if missing:
             raise KeyError(f"/{RECORDINGS} has no column {missing[0]!r}")
         return tables
-    except (OSError, KeyError, ConfigError) as error:
+    except (OSError, KeyError, ValueError, TypeError) as error:  # ConfigError too: a ValueError
         skip_part(path, error)
         return None
 
@@ -264,14 +267,25 @@ def check_job(output: str | os.PathLike, job: str) -> None:
         except OSError:  # an unreadable part: skipped and redone, as `read_part` says
             continue
         if found != job:
-            before = json.loads(found) if found else {}
-            differ = [k for k, v in json.loads(job).items() if before.get(k) != v]
+            differ = _differences(json.loads(job), found)
             raise ConfigError(
                 "output",
-                f"{path} holds results of another job ({', '.join(differ) or 'job'} differ): "
+                f"{path} holds results of another job ({', '.join(differ)} differ): "
                 "resuming would mix them with this one's; give another --output, or "
                 "--overwrite to replace it",
             )
+
+
+def _differences(job: Mapping[str, Any], found: str) -> list[str]:
+    """The keys of `job` that the stored job `found` (JSON, maybe missing or garbled) does not
+    hold alike; ["job"] when the difference is in the text only."""
+    try:
+        before = json.loads(found)
+    except ValueError:
+        before = {}
+    before = before if isinstance(before, dict) else {}
+    keys = dict.fromkeys([*job, *before])
+    return [key for key in keys if before.get(key) != job.get(key)] or ["job"]
 
 
 def job_identity(metadata: Mapping[str, Any]) -> str:
