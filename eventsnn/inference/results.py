@@ -101,11 +101,10 @@ def same_checksum(path: str | os.PathLike, checksum: str) -> bool:
     return algorithm in _HASHES and file_checksum(path, algorithm) == checksum
 
 
-def read_columns(group: h5py.Group, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """The columns of a table (all, or those of `names` it has) as arrays; strings as str."""
-    names = list(group) if names is None else [name for name in names if name in group]
+def read_columns(group: h5py.Group) -> dict[str, np.ndarray]:
+    """The columns of a table as arrays; strings as str."""
     columns = {}
-    for name in names:
+    for name in group:
         dataset = group[name]
         if not isinstance(dataset, h5py.Dataset):
             raise KeyError(f"/{group.name.strip('/')}/{name} is not a column")
@@ -135,7 +134,6 @@ class Tables:
     records: dict[str, np.ndarray]
     schema: dict[str, tuple[np.dtype, tuple[int, ...]]]
     layer_names: str | None
-    job: str
 
 
 def read_tables(file: h5py.File, path: str | os.PathLike) -> Tables:
@@ -159,7 +157,7 @@ def read_tables(file: h5py.File, path: str | os.PathLike) -> Tables:
         layer_names = None if rates is None else rates.attrs.get("layer_names")
     except KeyError as error:
         raise KeyError(f"{path}: {error.args[0] if error.args else error}") from error
-    return Tables(Path(path), records, schema, layer_names, str(file.attrs.get("job", "")))
+    return Tables(Path(path), records, schema, layer_names)
 
 
 def read_output(output: str | os.PathLike) -> Tables:
