@@ -14,9 +14,8 @@ ddp_fork`` runs N processes on one machine, forked from this one (no new interpr
 ``ddp`` starts each as a new interpreter, as a cluster's nodes need. A re-run skips
 recordings finished before with the same checksum (in the output, or in the part files of a
 killed run) if the job is the same (checkpoint, mode, window, transform); ``--overwrite`` starts
-again. A
-recording that cannot be read is recorded with its error; the exit code is 1 when any recording
-failed, 2 on a setup error.
+again. A recording that cannot be read is recorded with its error; the exit code is 1 when any
+recording failed, 2 on a setup error.
 """
 
 from __future__ import annotations
