@@ -124,6 +124,16 @@ def test_event_files_read_the_same_whole_by_range_and_in_packets(tmp_path, threa
     np.testing.assert_array_equal(inside, expected)
 
 
+def test_polarities_other_than_0_and_1_read_as_on_where_non_zero(tmp_path):
+    events = _events(140_000)  # two whole chunks and a partial one
+    path = tmp_path / "e.h5"
+    write(path, events, (640, 480, 2))
+    stored = np.where(events["p"], np.uint8(7), np.uint8(0))
+    with h5py.File(path, "r+") as f:
+        f["events/p"][:] = stored
+    np.testing.assert_array_equal(read(path).events, events)
+
+
 def test_a_corrupt_chunk_is_an_error_naming_the_file(tmp_path):
     path = tmp_path / "e.h5"
     write(path, _events(200_000), (640, 480, 2))  # the chunk at 65536 is whole
