@@ -11,7 +11,15 @@ import faery
 import numpy as np
 import pytest
 
-from eventsnn.events import EventsError, empty_events, iter_chunks, make_events, read, write
+from eventsnn.events import (
+    EventsError,
+    empty_events,
+    iter_chunks,
+    make_events,
+    read,
+    time_index,
+    write,
+)
 from eventsnn.events.formats import base, hdf5, npy
 from eventsnn.events.formats.regroup import by_count, by_duration
 
@@ -495,7 +503,46 @@ def test_npy_columns_that_do_not_fit_are_refused_not_wrapped(tmp_path):
         make_events([1, 2], [0, -40000], [0, 1], [1, 1])
 
 
-def test_npy_in_the_event_dtype_reads_polarity_bytes_as_0_or_1(tmp_path):
+@pytest.fixture(params=["read whole", "memory-mapped"])
+def npy_reading(request, monkeypatch):
+    """Small .npy files in the event dtype are read whole; larger ones are memory-mapped."""
+    if request.param == "memory-mapped":
+        monkeypatch.setattr(npy, "_WHOLE_READ_BYTES", 0)
+    return request.param
+
+
+def test_npy_reads_alike_whole_and_memory_mapped(tmp_path, npy_reading):
+    events = random_events(n=5000, seed=9)
+    path = written(tmp_path, "npy", events)
+    assert (npy._read_small_events(path) is not None) == (npy_reading == "read whole")
+    np.testing.assert_array_equal(read(path).events, events)
+    t_start, t_stop = int(events["t"][1000]), int(events["t"][4000])
+    inside = (events["t"] >= t_start) & (events["t"] < t_stop)
+    np.testing.assert_array_equal(read(path, t_start=t_start, t_stop=t_stop).events, events[inside])
+    index = time_index(path)
+    assert (index.first_t, index.last_t) == (int(events["t"][0]), int(events["t"][-1]))
+    assert index.events_before(t_start) == np.searchsorted(events["t"], t_start)
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0), (3, 0)])
+def test_npy_of_every_header_version_is_read_whole(tmp_path, version):
+    events = random_events(n=100, seed=10)
+    path = tmp_path / "v.npy"
+    with open(path, "wb") as file:
+        np.lib.format.write_array(file, events, version=version)
+    assert npy._read_small_events(path) is not None
+    np.testing.assert_array_equal(read(path, sensor_size=SENSOR).events, events)
+
+
+def test_a_truncated_npy_is_an_error_naming_the_file(tmp_path):
+    path = written(tmp_path, "npy", random_events(n=3000))
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(EventsError, match=r"rec\.npy: truncated: the header says 3000 events, "
+                       r"the file holds 2999"):  # fmt: skip
+        read(path)
+
+
+def test_npy_in_the_event_dtype_reads_polarity_bytes_as_0_or_1(tmp_path, npy_reading):
     """Such files are read as raw rows: a polarity byte of 2 (written by another tool as a
     bool) must still come out as 1, or it would index a third polarity plane."""
     events = random_events(n=3000, seed=8)
