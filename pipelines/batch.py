@@ -13,9 +13,10 @@ on N + 1 threads. ``--devices N --strategy
 ddp_fork`` runs N processes on one machine, forked from this one (no new interpreter to start);
 ``ddp`` starts each as a new interpreter, as a cluster's nodes need. A re-run skips
 recordings finished before with the same checksum (in the output, or in the part files of a
-killed run) if the job is the same (checkpoint, mode, window, transform); ``--overwrite`` starts
-again. A recording that cannot be read is recorded with its error; the exit code is 1 when any
-recording failed, 2 on a setup error.
+killed run) if the job is the same (checkpoint, mode, window, transform: specs that differ only
+in how they are written, such as defaults given or left out, are the same); ``--overwrite``
+starts again. A recording that cannot be read is recorded with its error; the exit code is 1
+when any recording failed, 2 on a setup error.
 """
 
 from __future__ import annotations
@@ -297,6 +298,7 @@ def run(args: Any, threads: int | None = None) -> int:
         WindowConfig,
         WindowDataModule,
         WindowPredictor,
+        canonical_spec,
         check_job,
         data_recipe,
         job_identity,
@@ -325,7 +327,7 @@ def run(args: Any, threads: int | None = None) -> int:
     metadata = run_metadata(args, recipe, paths, started)
     metadata["job"] = job_identity(metadata)
     if not args.overwrite:  # (another rank may be removing the old output)
-        check_job(args.output, metadata["job"])
+        check_job(args.output, metadata["job"], canonical_spec)
     # with --overwrite the old results are being removed (by rank 0): not read, all to do
     todo, done = (list(paths), []) if args.overwrite else pending_recordings(paths, args.output)
     # ranks started by an outside launcher (torchrun, SLURM) all go in, whatever each of them

@@ -238,6 +238,45 @@ def test_resuming_with_another_model_mode_or_window_is_refused(setup, tmp_path, 
     assert run(setup, output, "--window-us", "5000", "--overwrite", inputs=inputs) == 0
 
 
+def test_resuming_with_the_same_transform_written_otherwise_is_accepted(setup, tmp_path, capsys):
+    """A --transform that differs from the checkpoint's only in how it is written, or an @job
+    written before specs were recorded in full, is the same job; another transform is not."""
+    output = tmp_path / "same.h5"
+    inputs = str(setup["folder"] / "r0.npy")
+    assert run(setup, output, inputs=inputs) == 0
+    with h5py.File(output, "r") as file:
+        (recorded,) = json.loads(file.attrs["parameters"])["transform"]
+    assert recorded["class_path"] == "eventsnn.encoding.transforms.ToFrame"
+    assert recorded["init_args"]["n_time_bins"] == BINS
+    assert (recorded["init_args"]["include_incomplete"], recorded["init_args"]["dtype"]) == (
+        False,
+        "int16",
+    )
+    arguments = {"sensor_size": list(SENSOR), "n_time_bins": BINS}
+    written = {
+        "class_path": "eventsnn.encoding.transforms.ToFrame",
+        "init_args": {**arguments, "include_incomplete": False, "dtype": "numpy.int16"},
+    }
+    skipped = re.compile(r"^skipped \(done before\) +1$", re.MULTILINE)
+    capsys.readouterr()
+    assert run(setup, output, "--transform", json.dumps([written]), inputs=inputs) == 0
+    assert skipped.search(capsys.readouterr().out)
+    with h5py.File(output, "a") as file:  # @job as written before: the checkpoint's specs
+        job = json.loads(file.attrs["job"])
+        job["transform"] = read_checkpoint(setup["checkpoint"])["datamodule_hyper_parameters"][
+            "transform"
+        ]
+        file.attrs["job"] = json.dumps(job, sort_keys=True)
+    assert run(setup, output, inputs=inputs) == 0
+    assert skipped.search(capsys.readouterr().out)
+    before = output.read_bytes()
+    other = {**written, "init_args": {**arguments, "n_time_bins": BINS // 2}}
+    assert run(setup, output, "--transform", json.dumps([other]), inputs=inputs) == 2
+    error = capsys.readouterr().err
+    assert "same.h5 holds results of another job (transform differ" in error, error
+    assert output.read_bytes() == before
+
+
 def test_parts_left_by_a_killed_run_of_another_job_are_refused(setup, tmp_path, capsys):
     """No output yet, only the parts of a killed run: their job is checked all the same."""
     output = tmp_path / "killed.h5"

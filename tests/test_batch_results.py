@@ -21,8 +21,20 @@ from eventsnn.inference import parts as parts_module
 from eventsnn.inference import writer as writer_module
 from eventsnn.inference.dataset import RecordingTask, plan_tasks
 from eventsnn.inference.parts import RecordingPart, column, commit_parts, put_dataset
-from eventsnn.inference.recipe import build_transforms, training_window
-from eventsnn.inference.results import file_checksum, part_files, read_recording, same_checksum
+from eventsnn.inference.recipe import (
+    build_transforms,
+    canonical_spec,
+    canonical_specs,
+    training_window,
+)
+from eventsnn.inference.results import (
+    check_job,
+    file_checksum,
+    job_identity,
+    part_files,
+    read_recording,
+    same_checksum,
+)
 from eventsnn.inference.windows import WindowConfig
 from eventsnn.inference.writer import ResultsWriter
 
@@ -354,6 +366,100 @@ def test_transforms_from_recipe_specs():
             [{"class_path": "eventsnn.encoding.transforms.ToFrame", "init_args": {"bins": 3}}],
             "ck.h5",
         )
+
+
+TO_FRAME = "eventsnn.encoding.transforms.ToFrame"
+CANONICAL_TO_FRAME = {  # ToFrame's fields, every default written out
+    "class_path": TO_FRAME,
+    "init_args": {
+        "sensor_size": [8, 6, 2],
+        "time_window": None,
+        "event_count": None,
+        "n_time_bins": 3,
+        "n_event_bins": None,
+        "overlap": 0,
+        "include_incomplete": False,
+        "start_time": None,
+        "end_time": None,
+        "dtype": "int16",
+        "merge_polarities": False,
+    },
+}
+
+
+def test_specs_written_differently_have_one_canonical_form():
+    least = {"class_path": TO_FRAME, "init_args": {"sensor_size": [8, 6, 2], "n_time_bins": 3}}
+    written = [
+        least,
+        {**least, "init_args": {**least["init_args"], "include_incomplete": False}},
+        {**least, "init_args": {**least["init_args"], "dtype": "numpy.int16"}},
+        {**least, "init_args": {"sensor_size": (8, 6, 2), "n_time_bins": np.int64(3)}},
+    ]
+    for spec in written:
+        (canonical,) = canonical_specs([spec], "ck.h5")
+        assert canonical == CANONICAL_TO_FRAME, spec
+        assert json.loads(json.dumps(canonical)) == canonical  # plain JSON
+        assert canonical_specs([canonical], "ck.h5") == [canonical]  # a fixed point
+        assert build_transforms([canonical], "ck.h5") == build_transforms([spec], "ck.h5")
+    crop = "eventsnn.encoding.transforms.CropTime"
+    no_arguments = canonical_specs([{"class_path": crop}], "ck.h5")
+    assert no_arguments == [{"class_path": crop, "init_args": {"min": 0, "max": None}}]
+    re_exported = {"class_path": "eventsnn.encoding.transforms.NumpyAsType"}
+    (tonic_own,) = canonical_specs([{**re_exported, "init_args": {"dtype": "numpy.float32"}}], "x")
+    assert tonic_own == {
+        "class_path": "tonic.transforms.NumpyAsType",
+        "init_args": {"dtype": "float32"},
+    }
+    other = {**least, "init_args": {"sensor_size": [8, 6, 2], "time_window": 1000.0}}
+    assert canonical_specs([other], "ck.h5") != [CANONICAL_TO_FRAME]
+
+
+def test_specs_that_cannot_be_canonical_are_config_errors_naming_the_transform():
+    bad = [
+        {"class_path": TO_FRAME, "init_args": {"sensor_size": [8, 6, 2], "bins": 3}},
+        {"class_path": TO_FRAME, "init_args": {"sensor_size": [8, 6, 2], "dtype": "nonsense"}},
+        {"class_path": TO_FRAME, "init_args": [8, 6, 2]},
+        {"class_path": "eventsnn.encoding.transforms.NoSuchTransform"},
+        {"class_path": "os.system"},
+        "ToFrame",
+    ]
+    for spec in bad:
+        with pytest.raises(ConfigError, match=r"^ck\.h5: transform\[1\]"):
+            canonical_specs([CANONICAL_TO_FRAME, spec], "ck.h5")
+
+
+def stored_job(transform: list) -> str:
+    """@job of a run of checkpoint "abc" with these transform specs, as `job_identity` makes it."""
+    window = {"window_us": 1000, "window_events": None, "overlap": 0, "sensor_size": [8, 6, 2]}
+    parameters = {**window, "transform": transform}
+    return job_identity({"checkpoint_sha256": "abc", "mode": "predict", "parameters": parameters})
+
+
+def test_a_stored_job_is_compared_with_its_transform_specs_made_canonical(tmp_path):
+    """Results written before the recipe recorded canonical specs resume; other transforms,
+    and stored specs that cannot be made canonical, are refused naming `transform`."""
+    output = tmp_path / "out.h5"
+    job = stored_job([CANONICAL_TO_FRAME])
+    folder = parts_dir(output) / "rank-0"
+    folder.mkdir(parents=True)
+    least = {"class_path": TO_FRAME, "init_args": {"sensor_size": [8, 6, 2], "n_time_bins": 3}}
+    old_style = stored_job([least])
+    part = RecordingPart(folder, "/data/a.npy", job=old_style)
+    part.finish({"checksum": "xxh3_128:0", "error": ""}, [])
+    commit_parts(folder, [part])
+    check_job(output, job, canonical_spec)  # no refusal
+    with pytest.raises(ConfigError, match=r"another job \(transform differ\)"):
+        check_job(output, job)  # the text alone differs
+    for other in (
+        {**least, "init_args": {**least["init_args"], "n_time_bins": 4}},
+        {**least, "init_args": {**least["init_args"], "dtype": "nonsense"}},
+        {**least, "class_path": "eventsnn.encoding.transforms.Gone"},
+    ):
+        (path,) = part_files(output)
+        with h5py.File(path, "a") as file:
+            file.attrs["job"] = stored_job([other])
+        with pytest.raises(ConfigError, match=r"another job \(transform differ\)"):
+            check_job(output, job, canonical_spec)
 
 
 def test_training_window_is_the_sample_duration():

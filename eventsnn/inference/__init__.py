@@ -9,7 +9,14 @@ ranks; `WindowPredictor` runs the model; `ResultsWriter` writes per-rank parts a
 from eventsnn.inference.dataset import RecordingTask, WindowDataModule, WindowDataset
 from eventsnn.inference.merge import merge
 from eventsnn.inference.predictor import WindowPredictor
-from eventsnn.inference.recipe import DataRecipe, build_transforms, data_recipe, read_data_hparams
+from eventsnn.inference.recipe import (
+    DataRecipe,
+    build_transforms,
+    canonical_spec,
+    canonical_specs,
+    data_recipe,
+    read_data_hparams,
+)
 from eventsnn.inference.results import (
     FORMAT,
     FORMAT_VERSION,
@@ -38,6 +45,8 @@ __all__ = [
     "WindowDataset",
     "WindowPredictor",
     "build_transforms",
+    "canonical_spec",
+    "canonical_specs",
     "check_job",
     "completed",
     "data_recipe",

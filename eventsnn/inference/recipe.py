@@ -4,6 +4,8 @@ A checkpoint written by the training CLI stores the data module's hyper-paramete
 (``datamodule_hyper_parameters``): its ``transform`` list (``class_path`` / ``init_args`` dicts,
 as in the recipe) and the dataset, whose sample duration is the default window. Only classes under
 ``eventsnn.`` or ``tonic.transforms`` are imported (importing runs code), as in `load_model`.
+The recipe keeps its specs in `canonical_specs` form, every argument written out, so that a run's
+results record the transforms in full and equivalent specs written differently compare equal.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ TRUSTED_TRANSFORM_PREFIXES = ("eventsnn.", "tonic.transforms.")
 
 @dataclass(frozen=True)
 class DataRecipe:
-    """Transforms (and their specs), window and sensor size: recordings encoded as in training."""
+    """Transforms (and their specs, in `canonical_specs` form), window and sensor size: recordings
+    encoded as in training."""
 
     transforms: list[Callable[[np.ndarray], Any]]
     transform_specs: list[dict[str, Any]]
@@ -61,6 +64,7 @@ def data_recipe(
             f"{source} stores no data transforms ({DATA_HPARAMS_KEY}/transform); "
             "give `transform:` in the batch config",
         )
+    specs = canonical_specs(specs, source)
     transforms = build_transforms(specs, source)
     window = window or training_window(data_hparams)
     if window is None:
@@ -69,14 +73,39 @@ def data_recipe(
             f"{source} does not say how long the training samples were; give --window-us or "
             "--window-events",
         )
-    return DataRecipe(
-        transforms, [dict(s) for s in specs], window, _sensor_size(transforms, input_shape)
-    )
+    return DataRecipe(transforms, specs, window, _sensor_size(transforms, input_shape))
 
 
 def build_transforms(specs: Sequence[Mapping[str, Any]], source: str) -> list[Callable]:
     """Instantiate ``{class_path, init_args}`` specs (the recipe's form) into transforms."""
     return [_instantiate(spec, f"{source}: transform[{i}]") for i, spec in enumerate(specs)]
+
+
+def canonical_specs(specs: Sequence[Mapping[str, Any]], source: str) -> list[dict[str, Any]]:
+    """The specs in one written form, so that specs differing only in how they are written
+    compare equal as JSON: each class by its own path (not a re-export's), every init argument
+    given (defaults too), values as plain JSON (lists, dtype names such as "float32", Python
+    numbers)."""
+    return [canonical_spec(spec, f"{source}: transform[{i}]") for i, spec in enumerate(specs)]
+
+
+def canonical_spec(spec: Any, where: str = "transform") -> dict[str, Any]:
+    """One spec in `canonical_specs` form; ConfigError (naming `where`) when it does not name a
+    trusted class or its arguments do not fit the class's signature."""
+    cls, arguments = _resolve(spec, where)
+    try:
+        bound = inspect.signature(cls).bind(**arguments)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(where, f"{spec['class_path']}: {error}") from error
+    bound.apply_defaults()
+    init_args: dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        kind = bound.signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            init_args.update(value)
+        elif kind is not inspect.Parameter.VAR_POSITIONAL:  # () once defaults are applied
+            init_args[name] = value
+    return {"class_path": _own_path(cls, spec["class_path"]), "init_args": _json(init_args)}
 
 
 def training_window(data_hparams: Mapping[str, Any]) -> WindowConfig | None:
@@ -91,23 +120,54 @@ def training_window(data_hparams: Mapping[str, Any]) -> WindowConfig | None:
 
 
 def _instantiate(spec: Mapping[str, Any], where: str) -> Callable:
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("class_path"), str):
+    cls, arguments = _resolve(spec, where)
+    try:
+        return cls(**arguments)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(where, f"{spec['class_path']}: {error}") from error
+
+
+def _resolve(spec: Any, where: str) -> tuple[Callable, dict[str, Any]]:
+    """The trusted class a ``{class_path, init_args}`` spec names and its arguments as the
+    class takes them (`_plain`)."""
+    if (
+        not isinstance(spec, Mapping)
+        or not isinstance(spec.get("class_path"), str)
+        or not isinstance(spec.get("init_args") or {}, Mapping)
+    ):
         raise ConfigError(where, f"expected {{class_path: ..., init_args: {{...}}}}, got {spec!r}")
     name = spec["class_path"]
+    cls = _trusted_class(name, where)
+    try:
+        arguments = {
+            key: _plain(key, value) for key, value in (spec.get("init_args") or {}).items()
+        }
+    except TypeError as error:  # a dtype numpy does not know
+        raise ConfigError(where, f"{name}: {error}") from error
+    return cls, arguments
+
+
+def _trusted_class(name: str, where: str) -> Callable:
+    """The object at the dotted path `name`, imported only under a trusted prefix."""
     if not name.startswith(TRUSTED_TRANSFORM_PREFIXES):
         raise ConfigError(
             where, f"{name!r} is not under {TRUSTED_TRANSFORM_PREFIXES}; refusing to import it"
         )
     module_name, _, attribute = name.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module_name), attribute)
+        return getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
         raise ConfigError(where, f"{name!r} cannot be found") from error
-    arguments = {key: _plain(key, value) for key, value in (spec.get("init_args") or {}).items()}
+
+
+def _own_path(cls: Callable, given: str) -> str:
+    """The class's own path (``module.qualname``) when it is trusted and leads back to it, else
+    the path it was `given` by."""
+    own = f"{getattr(cls, '__module__', '')}.{getattr(cls, '__qualname__', '')}"
     try:
-        return cls(**arguments)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(where, f"{name}: {error}") from error
+        return own if _trusted_class(own, own) is cls else given
+    except ConfigError:
+        return given
 
 
 def _plain(key: str, value: Any) -> Any:
@@ -116,6 +176,20 @@ def _plain(key: str, value: Any) -> Any:
         return tuple(value)
     if key == "dtype" and isinstance(value, str):
         return np.dtype(value.removeprefix("numpy.")).type
+    return value
+
+
+def _json(value: Any) -> Any:
+    """An init argument as JSON holds it: tuples as lists, numpy dtypes and scalar types by
+    name ("float32"), numpy scalars as Python numbers."""
+    if isinstance(value, Mapping):
+        return {key: _json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json(item) for item in value]
+    if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
+        return np.dtype(value).name
+    if isinstance(value, np.generic):
+        return value.item()
     return value
 
 

@@ -24,7 +24,8 @@ Tables, not a group a recording: a run over thousands of small recordings writes
 reads a few dozen datasets a commit instead of a dozen a recording (~1.5 ms a recording), and the
 windows of a whole run load as one array (pandas: a ``pd.DataFrame`` of the 1-D columns, strings
 through ``.asstr()``). `read_recording` gives one recording's row and windows. @job
-(`job_identity`: checkpoint digest, mode, window, transform) is checked before a run resumes.
+(`job_identity`: checkpoint digest, mode, window, transform specs in the recipe's canonical form)
+is checked before a run resumes (`check_job`): specs written differently but alike pass.
 
 While running, each rank writes its finished recordings into part files
 ``<output>.parts/rank-<r>/<time>-<pid>-<n>.h5`` with the same two tables, @format,
@@ -40,7 +41,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -252,9 +253,17 @@ def _all_tables(output: str | os.PathLike) -> Iterator[Tables]:
             yield tables
 
 
-def check_job(output: str | os.PathLike, job: str) -> None:
+def check_job(
+    output: str | os.PathLike, job: str, canonical_spec: Callable[[Any], Any] | None = None
+) -> None:
     """Refuse an output, or part files of an unfinished run, written by another job (another
-    checkpoint, mode, window or transform: `job_identity`): resuming would mix the two."""
+    checkpoint, mode, window or transform: `job_identity`): resuming would mix the two.
+
+    A stored job's transform specs are compared through `canonical_spec` (the recipe's, which
+    `job` was made with), so that results written before specs were stored in that form, or
+    with the same transforms written otherwise, are not refused; a stored spec that it refuses
+    (ConfigError) is compared as it is.
+    """
     output = Path(output)
     files = ([output] if output.exists() else []) + part_files(output)
     for path in files:
@@ -264,8 +273,11 @@ def check_job(output: str | os.PathLike, job: str) -> None:
                 found = str(file.attrs.get("job", ""))
         except OSError:  # an unreadable part: skipped and redone, as `read_part` says
             continue
-        if found != job:
-            differ = _differences(json.loads(job), found)
+        if found == job:
+            continue
+        stored = _stored_job(found, canonical_spec)
+        if json.dumps(stored, sort_keys=True) != job:
+            differ = _differences(json.loads(job), stored)
             raise ConfigError(
                 "output",
                 f"{path} holds results of another job ({', '.join(differ)} differ): "
@@ -274,21 +286,41 @@ def check_job(output: str | os.PathLike, job: str) -> None:
             )
 
 
-def _differences(job: Mapping[str, Any], found: str) -> list[str]:
-    """The keys of `job` that the stored job `found` (JSON, maybe missing or garbled) does not
-    hold alike; ["job"] when the difference is in the text only."""
+def _stored_job(found: str, canonical_spec: Callable[[Any], Any] | None) -> dict[str, Any]:
+    """A stored @job ({} when missing or garbled), its transform specs passed through
+    `canonical_spec` where it takes them."""
     try:
-        before = json.loads(found)
+        stored = json.loads(found)
     except ValueError:
-        before = {}
-    before = before if isinstance(before, dict) else {}
-    keys = dict.fromkeys([*job, *before])
-    return [key for key in keys if before.get(key) != job.get(key)] or ["job"]
+        return {}
+    if not isinstance(stored, dict):
+        return {}
+    specs = stored.get("transform")
+    if canonical_spec is not None and isinstance(specs, list):
+        stored["transform"] = [_canonical_or_as_is(spec, canonical_spec) for spec in specs]
+    return stored
+
+
+def _canonical_or_as_is(spec: Any, canonical_spec: Callable[[Any], Any]) -> Any:
+    """`canonical_spec(spec)`, or the spec as stored when it refuses it (an unknown class,
+    garbled arguments): compared as it is, it differs."""
+    try:
+        return canonical_spec(spec)
+    except ConfigError:
+        return spec
+
+
+def _differences(job: Mapping[str, Any], stored: Mapping[str, Any]) -> list[str]:
+    """The keys that `job` and the `stored` job do not hold alike; ["job"] when the difference
+    is in the text only."""
+    keys = dict.fromkeys([*job, *stored])
+    return [key for key in keys if stored.get(key) != job.get(key)] or ["job"]
 
 
 def job_identity(metadata: Mapping[str, Any]) -> str:
     """What makes two runs' results comparable, as stored in @job: the checkpoint's digest, the
-    mode and the window and transform parameters (JSON, keys sorted)."""
+    mode and the window and transform parameters (JSON, keys sorted; the transform specs as the
+    recipe records them, in canonical form)."""
     parameters = metadata["parameters"]
     job = {name: metadata[name] for name in ("checkpoint_sha256", "mode")}
     job.update({name: parameters[name] for name in JOB_PARAMETERS})
