@@ -8,16 +8,20 @@ pieces of a split recording are joined into one row once all of them are there. 
 windows have other columns than the results' (encoded frames sized by each window) fail. Window rows
 are copied a run of consecutive rows at a time, ~16 MB a copy, so a merge costs a few dozen
 HDF5 calls a part file whatever the number of recordings in it. After an interruption the merge
-takes the committed parts and leaves the others' unfinished ones alone.
+takes the committed parts and leaves the others' unfinished ones alone. Merges of one output take
+turns (a lock on a hidden file beside it): an interrupted launcher's merge waits for its forked
+rank 0's, then finds the parts that one removed gone and its rows in the output.
 """
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import json
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,25 +78,36 @@ def merge(output: str | os.PathLike, metadata: Mapping[str, Any], complete: bool
     of split recordings not all there (those recordings are redone whole).
     """
     output = Path(output)
-    parts = part_files(output)
-    sources, joined, runs = _select(output, parts)
-    for stale in output.parent.glob(f".{glob.escape(output.name)}.*.tmp"):
-        stale.unlink(missing_ok=True)  # what a merge killed mid-way left (one merges at a time)
-    # durable: the parts are deleted once the merged file is in place
-    with written_atomically(output) as tmp, h5py.File(tmp, "w") as target:
-        count = _write(target, sources, joined)
-        target.attrs["format"] = FORMAT
-        target.attrs["format_version"] = FORMAT_VERSION
-        for name, value in metadata.items():
-            target.attrs[name] = (
-                value if isinstance(value, str | int | float) else json.dumps(value)
-            )
-        target.attrs["runs"] = json.dumps([*runs, dict(metadata)])
-    if complete:
-        shutil.rmtree(parts_dir(output), ignore_errors=True)
-    for path in parts:
-        path.unlink(missing_ok=True)
+    with _merging(output):
+        parts = part_files(output)
+        sources, joined, runs = _select(output, parts)
+        for stale in output.parent.glob(f".{glob.escape(output.name)}.*.tmp"):
+            stale.unlink(missing_ok=True)  # what a merge killed mid-way left (one at a time)
+        # durable: the parts are deleted once the merged file is in place
+        with written_atomically(output) as tmp, h5py.File(tmp, "w") as target:
+            count = _write(target, sources, joined)
+            target.attrs["format"] = FORMAT
+            target.attrs["format_version"] = FORMAT_VERSION
+            for name, value in metadata.items():
+                target.attrs[name] = (
+                    value if isinstance(value, str | int | float) else json.dumps(value)
+                )
+            target.attrs["runs"] = json.dumps([*runs, dict(metadata)])
+        if complete:
+            shutil.rmtree(parts_dir(output), ignore_errors=True)
+        for path in parts:
+            path.unlink(missing_ok=True)
     return count
+
+
+@contextmanager
+def _merging(output: Path) -> Iterator[None]:
+    """Hold the output's merge lock: an exclusive flock on a hidden file beside it, left there
+    (removed, a waiting merge would hold a lock on a file the next one no longer sees)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output.with_name(f".{output.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        yield
 
 
 def _select(output: Path, parts: Sequence[Path]) -> tuple[list[Source], list[list[Piece]], list]:

@@ -32,7 +32,8 @@ While running, each rank writes its finished recordings into part files
 @format_version and @job, and two more /recordings columns, ``part`` and ``parts``: a long
 recording split between processes (`plan_tasks`) is a row a piece, which the merge joins into
 one row once all its pieces are there (until then, none of them counts as done). Writing parts
-is `eventsnn.inference.parts`; the merge is `eventsnn.inference.merge`.
+is `eventsnn.inference.parts`; the merge is `eventsnn.inference.merge` (one at a time: a
+lock on ``.<output name>.lock`` beside the output, a file left in place).
 """
 
 from __future__ import annotations
