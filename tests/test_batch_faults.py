@@ -1,19 +1,29 @@
-"""Faults between ranks at the end of a run: two merges of one output at once."""
+"""Faults between ranks at the end of a run: two merges of one output at once, a rank whose last
+commit (or rank 0 whose merge) fails while the others wait for it."""
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
-from test_batch_cli import check_tables
-from test_batch_results import finished_part
+import pytest
+import torch
+from test_batch_cli import GOOD, check_tables, make_checkpoint, write_recordings
+from test_batch_results import fake_batch, finished_part, rank_writer
 
-from eventsnn.inference import iter_records, merge, parts_dir
+from eventsnn.inference import completed, iter_records, merge, parts_dir
+from eventsnn.inference import writer as writer_module
+from pipelines import batch
 
 merge_module = importlib.import_module("eventsnn.inference.merge")  # not the function merge
+ROOT = Path(__file__).parents[1]
 
 
 def test_two_merges_of_one_output_take_turns(tmp_path, monkeypatch):
@@ -62,3 +72,135 @@ def test_two_merges_of_one_output_take_turns(tmp_path, monkeypatch):
         check_tables(file)
         assert [run["complete"] for run in json.loads(file.attrs["runs"])] == [True, False]
     assert not parts_dir(output).exists()
+
+
+class Ranks:
+    """The strategy as one rank of `world` sees it: at each exchange the other ranks' errors
+    (`others`: one {rank: error text} an exchange, in order); `told` keeps what it sent."""
+
+    def __init__(self, world: int, others: list[dict[int, str]]) -> None:
+        self.world, self.others, self.told = world, others, []
+        self.root_device, self.launcher = torch.device("cpu"), None
+
+    def reduce(self, flags: torch.Tensor, reduce_op: str) -> torch.Tensor:
+        assert reduce_op == "sum" and len(flags) == self.world
+        self.told.append(flags.tolist())
+        self.errors = self.others.pop(0)
+        return flags + torch.tensor([float(rank in self.errors) for rank in range(self.world)])
+
+    def broadcast(self, text: str, src: int) -> str:
+        return self.errors.get(src, text)
+
+
+def end_of_run(output: Path, rank: int, others: list[dict[int, str]]) -> tuple:
+    """A writer of `rank` (of 2) with one finished recording not committed yet, at the end."""
+    writer = rank_writer(output, 1, "predict", commit_seconds=3600)
+    writer.write_on_batch_end(None, SimpleNamespace(), fake_batch(0), None, None, 0)
+    strategy = Ranks(2, others)
+    trainer = SimpleNamespace(
+        strategy=strategy, world_size=2, global_rank=rank, is_global_zero=rank == 0
+    )
+    return writer, trainer, strategy
+
+
+FULL = "OSError: [Errno 28] No space left on device: 'rank-1'"
+
+
+def test_rank_0_learns_that_rank_1_could_not_commit_and_merges_its_own(tmp_path):
+    output = tmp_path / "out.h5"
+    writer, trainer, strategy = end_of_run(output, 0, [{1: FULL}, {}])
+    with pytest.raises(OSError) as raised:
+        writer.on_predict_end(trainer, None)
+    message = str(raised.value)
+    assert message.startswith(f"committing finished recordings failed on rank 1 ({FULL}); ")
+    assert f"{output} holds what was committed (marked incomplete)" in message
+    assert strategy.told == [[0, 0], [0, 0]]
+    writer.on_exception(trainer, None, raised.value)  # what Lightning calls next: no 2nd merge
+    with h5py.File(output, "r") as file:
+        assert not file.attrs["complete"] and len(json.loads(file.attrs["runs"])) == 1
+        assert list(file["recordings/path"].asstr()) == ["/data/0.npy"]
+
+
+def test_a_rank_whose_commit_fails_tells_the_others_before_it_raises(tmp_path, monkeypatch):
+    """Rank 1's disk is full: it still meets the others at both exchanges (else they would
+    wait for it until the process group's timeout), then raises naming itself."""
+    output = tmp_path / "out.h5"
+    writer, trainer, strategy = end_of_run(output, 1, [{}, {}])
+    full = OSError(errno.ENOSPC, "No space left on device", "rank-1")
+
+    def full_disk(folder, parts):
+        raise full
+
+    monkeypatch.setattr(writer_module, "commit_parts", full_disk)
+    with pytest.raises(OSError) as raised:
+        writer.on_predict_end(trainer, None)
+    assert strategy.told == [[0, 1], [0, 0]]
+    assert str(raised.value).startswith(f"committing finished recordings failed on rank 1 ({FULL})")
+    assert raised.value.__cause__ is full
+    assert not output.exists()  # rank 0 merges
+
+
+def test_a_failed_merge_fails_every_rank_and_keeps_the_parts(tmp_path, monkeypatch):
+    output = tmp_path / "out.h5"
+    writer, trainer, strategy = end_of_run(output, 0, [{}, {}])
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writer_module, "merge", full_disk)
+    with pytest.raises(OSError, match=r"the parts stay for the next run to merge$") as raised:
+        writer.on_predict_end(trainer, None)
+    assert str(raised.value).startswith(
+        f"merging the parts into {output} failed on rank 0 (OSError: [Errno 28] No space left"
+    )
+    assert strategy.told == [[0, 0], [1, 0]]
+    assert completed(output) == {"/data/0.npy": "s0"}
+
+
+FULL_DISK = """# eventsnn batch whose rank 1 finds the disk full when it commits
+import errno, sys
+sys.path.insert(0, {root!r})
+from eventsnn.inference import writer
+from pipelines.cli import main
+def full_disk(folder, parts):
+    if folder.name == "rank-1":
+        raise OSError(errno.ENOSPC, "No space left on device", folder.name)
+    return commit_parts(folder, parts)
+commit_parts, writer.commit_parts = writer.commit_parts, full_disk
+sys.exit(main())
+"""
+
+
+@pytest.mark.slow
+def test_two_ddp_ranks_fail_together_when_one_cannot_commit(tmp_path, capsys):
+    """Plain ddp (each rank its own interpreter), rank 1's disk full at its last commit: both
+    ranks stop at once naming rank 1's error, not at the process group's timeout (30 min; the
+    subprocess is given 5), with what rank 0 committed merged; the next run does the rest."""
+    checkpoint = make_checkpoint(tmp_path / "model.h5")
+    folder = write_recordings(tmp_path / "recordings")
+    for name in ("corrupt.npy", "empty.h5", "zero.npy", "zero.npy.json", "sub/wide.npy"):
+        (folder / name).unlink()
+    script, output = tmp_path / "full_disk.py", tmp_path / "out.h5"
+    script.write_text(FULL_DISK.format(root=str(ROOT)))
+    args = ["--checkpoint", str(checkpoint), "--inputs", str(folder), "--output", str(output)]
+    args += ["--progress", "false", "--threads", "1", "--commit-seconds", "3600"]  # at the end
+    result = subprocess.run(
+        [sys.executable, str(script), "batch", *args, "--devices", "2", "--strategy", "ddp"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]  # rank 0's: an OSError, reported
+    error = f"committing finished recordings failed on rank 1 ({FULL})"
+    assert result.stderr.count(f"eventsnn batch: error: {error}") == 2, result.stderr[-2000:]
+    with h5py.File(output, "r") as file:
+        check_tables(file)
+        assert not file.attrs["complete"]
+        assert set(file["recordings/rank"][()]) == {0}
+        merged = len(file["recordings/path"])
+    assert 0 < merged < len(GOOD)
+    assert batch.main(["batch", *args]) == 0
+    assert "skipped (done before)" in capsys.readouterr().out
+    records = list(iter_records(output))
+    assert len(records) == len(GOOD) and all(r["status"] == "done" for r in records)

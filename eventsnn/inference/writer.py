@@ -7,9 +7,16 @@ everything committed survives a kill, and a kill loses at most that much finishe
 by the next run). Fewer, larger part files make a run over thousands of small recordings cheaper
 to write and to merge (a part file costs a few ms either way); the progress bar counts finished
 recordings.
-At the end all ranks meet at a barrier and rank 0 merges the parts into the output file. With a
-forking strategy the ranks are children of the command's process, which gets no callback but
-``on_exception`` (their state does not come back to it).
+At the end all ranks meet, telling each other whether their last commit worked, and rank 0 merges
+the parts into the output file; they meet again to learn whether the merge worked. A rank that
+failed (e.g. a full disk) thus fails every rank at once, instead of leaving the others to wait
+for it at a barrier (until the backend notices it gone, or the process group's timeout): each
+raises the same `OSError`, naming the rank and its error. After a failed commit rank 0 still
+merges what was committed (marked incomplete, as after an interruption); after a failed merge
+the parts stay for the next run.
+With a forking strategy the ranks are children of the command's process, which gets no callback
+but ``on_exception`` (their state does not come back to it); its merge there waits for a
+forked rank 0's (merges of an output take turns: `eventsnn.inference.merge`).
 Rank 0 shows a progress bar over its recordings with windows and events per second.
 """
 
@@ -18,12 +25,13 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from tqdm.auto import tqdm
 
@@ -65,6 +73,7 @@ class ResultsWriter(BasePredictionWriter):
         self.folder = parts_dir(self.output)
         self.bar: tqdm | None = None
         self.rank = 0
+        self.ended = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """This rank's parts folder and progress bar (rank 0 only)."""
@@ -162,13 +171,21 @@ class ResultsWriter(BasePredictionWriter):
         self.bar.update(finished)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Commit, wait for every rank, then merge on rank 0."""
-        self._commit()
+        """Commit, meet every rank, merge on rank 0, meet again; a rank's failure to commit or
+        rank 0's to merge is raised on every rank (module docstring)."""
+        commit_error = _attempt(self._commit)
         self._close()
-        trainer.strategy.barrier("eventsnn-batch-merge")
+        failed = _failures(trainer, commit_error, "committing finished recordings")
+        merge_error = None
         if trainer.is_global_zero:
-            self._merge(complete=True)
-        trainer.strategy.barrier("eventsnn-batch-merged")
+            merge_error = _attempt(lambda: self._merge(complete=not failed))
+        unmerged = _failures(trainer, merge_error, f"merging the parts into {self.output}")
+        self.ended = True
+        if failed or unmerged:
+            left = f"{self.output} holds what was committed (marked incomplete): run again"
+            if unmerged:
+                left = "the parts stay for the next run to merge"
+            raise OSError("; ".join([*failed, *unmerged, left])) from commit_error or merge_error
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
@@ -177,8 +194,11 @@ class ResultsWriter(BasePredictionWriter):
         recordings committed so far.
 
         A process that launched ranks (e.g. forked them: ``ddp_fork``) interrupts them first,
-        else they would go on to the end while it waits to exit.
+        else they would go on to the end while it waits to exit. After ``on_predict_end``'s own
+        failure there is nothing left to do: every rank knows it and rank 0 merged.
         """
+        if self.ended:
+            return
         self._commit()
         self._close()
         if trainer.strategy.launcher is not None:
@@ -197,3 +217,27 @@ class ResultsWriter(BasePredictionWriter):
         seconds = time.time() - float(self.metadata.get("started_unix", time.time()))
         timing = {"seconds": seconds, "predict_seconds": time.perf_counter() - self.started}
         merge(self.output, {**self.metadata, **timing, "complete": complete}, complete)
+
+
+def _attempt(step: Callable[[], object]) -> Exception | None:
+    """Run `step`; the error it raised, or None (told to the other ranks before it is raised)."""
+    try:
+        step()
+    except Exception as error:  # whatever it is, the other ranks must not wait for this one
+        return error
+    return None
+
+
+def _failures(trainer: pl.Trainer, error: Exception | None, step: str) -> list[str]:
+    """Every rank's outcome of `step` (this rank's `error`, or None) exchanged, all ranks
+    meeting here: ["<step> failed on rank <r> (<its error>)"] for the first failed rank, or []."""
+    strategy = trainer.strategy
+    flags = torch.zeros(trainer.world_size, device=strategy.root_device)
+    flags[trainer.global_rank] = error is not None
+    failed = strategy.reduce(flags, reduce_op="sum").nonzero().flatten().tolist()
+    if not failed:
+        return []
+    mine = "" if error is None else f"{type(error).__name__}: {error}"
+    why = strategy.broadcast(mine, src=failed[0])
+    more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""
+    return [f"{step} failed on rank {failed[0]}{more} ({why})"]
