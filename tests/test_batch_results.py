@@ -412,6 +412,12 @@ def test_specs_written_differently_have_one_canonical_form():
     }
     other = {**least, "init_args": {"sensor_size": [8, 6, 2], "time_window": 1000.0}}
     assert canonical_specs([other], "ck.h5") != [CANONICAL_TO_FRAME]
+    whole = {**other, "init_args": {**other["init_args"], "time_window": 1000}}
+    assert canonical_specs([whole], "ck.h5") == canonical_specs([other], "ck.h5")  # 1000 == 1000.0
+    (fraction,) = canonical_specs(
+        [{**other, "init_args": {**other["init_args"], "time_window": 0.5}}], "x"
+    )
+    assert fraction["init_args"]["time_window"] == 0.5
 
 
 def test_specs_that_cannot_be_canonical_are_config_errors_naming_the_transform():
@@ -460,6 +466,10 @@ def test_a_stored_job_is_compared_with_its_transform_specs_made_canonical(tmp_pa
             file.attrs["job"] = stored_job([other])
         with pytest.raises(ConfigError, match=r"another job \(transform differ\)"):
             check_job(output, job, canonical_spec)
+    with h5py.File(path, "a") as file:  # a value that Python finds equal, JSON not
+        file.attrs["job"] = json.dumps({**json.loads(job), "overlap": 0.0}, sort_keys=True)
+    with pytest.raises(ConfigError, match=r"another job \(overlap differ\)"):
+        check_job(output, job, canonical_spec)
 
 
 def test_training_window_is_the_sample_duration():

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from eventsnn.events import (
+    EVENT_DTYPE,
     EventsError,
     empty_events,
     iter_chunks,
@@ -532,6 +533,29 @@ def test_npy_of_every_header_version_is_read_whole(tmp_path, version):
         np.lib.format.write_array(file, events, version=version)
     assert npy._read_small_events(path) is not None
     np.testing.assert_array_equal(read(path, sensor_size=SENSOR).events, events)
+
+
+def test_npy_read_whole_only_in_numpys_own_header_for_the_event_dtype(tmp_path):
+    """Other dtypes, byte orders and layouts go through numpy.load; so do larger files."""
+    events = random_events(n=50, seed=11)
+    others = {
+        "big-endian": events.astype(EVENT_DTYPE.newbyteorder(">")),
+        "tonic's int64 fields": events.astype([(n, "<i8") for n in ("x", "y", "t", "p")]),
+        "Fortran order": np.asfortranarray(events[:, None]),
+    }
+    for name, array in others.items():
+        path = tmp_path / f"{name}.npy"
+        np.save(path, array)
+        assert npy._read_small_events(path) is None, name
+    path = tmp_path / "padded16.npy"  # numpy < 1.9 padded headers to 16 bytes, not 64
+    descr = np.lib.format.dtype_to_descr(EVENT_DTYPE)
+    header = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': (50,), }}"
+    header += " " * (-(10 + len(header) + 1) % 16) + "\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little")
+                     + header.encode() + events.tobytes())  # fmt: skip
+    np.testing.assert_array_equal(npy._read_small_events(path), events)
+    empty = written(tmp_path, "npy", empty_events(), stem="empty")
+    assert len(npy._read_small_events(empty)) == 0
 
 
 def test_a_truncated_npy_is_an_error_naming_the_file(tmp_path):

@@ -170,8 +170,9 @@ def read(
 
     `sensor_size` is used when the file stores none (Gen1 DAT, plain CSV, .npy without
     sidecar); otherwise it is inferred from the largest coordinates. `metadata` says which.
-    HDF5 and .npy files read only the requested range from disk, into one array; the other
-    formats decode packet by packet and hold the packets and their join while joining.
+    HDF5 and .npy files read only the requested range from disk (a .npy of at most 1 MiB is
+    read whole), into one array; the other formats decode packet by packet and hold the packets
+    and their join while joining.
     """
     path = Path(path)
     _check_range(t_start, t_stop)
@@ -254,7 +255,7 @@ def iter_packets(
 def time_index(path: str | PathLike, format: str | None = None) -> TimeIndex | None:
     """Where times fall in a file that can seek by time (.h5, .npy): its first and last t
     and a search for the events before a time; None for other formats,
-    damaged or empty files. Reads a few events, not the file."""
+    damaged or empty files. Reads a few events, not the file (but a .npy of at most 1 MiB)."""
     path = Path(path)
     opened = open_events_file(path, format, None)
     if opened.time_index is None or opened.damage is not None:

@@ -181,7 +181,10 @@ def _plain(key: str, value: Any) -> Any:
 
 def _json(value: Any) -> Any:
     """An init argument as JSON holds it: tuples as lists, numpy dtypes and scalar types by
-    name ("float32"), numpy scalars as Python numbers."""
+    name ("float32"), numpy scalars as Python numbers, whole floats as ints (1000.0 and 1000
+    are one value, as in `eventsnn.data.cache.describe`)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     if isinstance(value, Mapping):
         return {key: _json(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
@@ -189,7 +192,7 @@ def _json(value: Any) -> Any:
     if isinstance(value, np.dtype) or (isinstance(value, type) and issubclass(value, np.generic)):
         return np.dtype(value).name
     if isinstance(value, np.generic):
-        return value.item()
+        return _json(value.item())
     return value
 
 

@@ -307,7 +307,7 @@ def _canonical_or_as_is(spec: Any, canonical_spec: Callable[[Any], Any]) -> Any:
     garbled arguments): compared as it is, it differs."""
     try:
         return canonical_spec(spec)
-    except ConfigError:
+    except Exception:  # ConfigError, or a trusted module that fails to import: as it is
         return spec
 
 
@@ -315,7 +315,12 @@ def _differences(job: Mapping[str, Any], stored: Mapping[str, Any]) -> list[str]
     """The keys that `job` and the `stored` job do not hold alike; ["job"] when the difference
     is in the text only."""
     keys = dict.fromkeys([*job, *stored])
-    return [key for key in keys if stored.get(key) != job.get(key)] or ["job"]
+    return [key for key in keys if _job_text(stored.get(key)) != _job_text(job.get(key))] or ["job"]
+
+
+def _job_text(value: Any) -> str:
+    """A job's value as @job holds it (JSON, keys sorted): 1000 and 1000.0 differ there."""
+    return json.dumps(value, sort_keys=True)
 
 
 def job_identity(metadata: Mapping[str, Any]) -> str:

@@ -48,8 +48,8 @@ class OpenedFile:
     read_range: RangeReader | None = None
     """Formats that can seek by time read a range into one array, without a second copy."""
     time_index: Callable[[], TimeIndex | None] | None = None
-    """Formats that can seek by time also tell where times fall (reading a few events; None
-    for a file without events)."""
+    """Formats that can seek by time also tell where times fall (reading a few events, or a
+    small .npy file whole; None for a file without events)."""
 
 
 @contextmanager

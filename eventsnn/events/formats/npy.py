@@ -4,11 +4,12 @@ The sensor size is kept in a JSON sidecar next to the array, `<name>.npy.json`:
 `{"sensor_size": [width, height, polarities], "time_unit": "us"}`. Without a sidecar the size
 comes from the caller or from the largest coordinates (`io.read` records which).
 
-A file of at most a block of events (`CHUNK_EVENTS`) stored in the event dtype itself, as
-`write_npy` writes it, is read whole in one call when opened, its header matched against the
-one numpy writes for that dtype: opening a 5,000-event recording so costs a third of
-`numpy.load`'s memory map, header parsing and second read, which matters over thousands of
-short recordings. Any other file goes through `numpy.load`.
+Small files (up to 1 MiB, ~80k events) stored in the event dtype itself, as `write_npy` writes
+them, are read whole when opened instead: their header (the first read) matched against the one
+numpy writes for that dtype, the rest in a second read. Opening a 5,000-event recording so costs
+half of `numpy.load`'s header parsing, memory map and third read, which matters over thousands
+of short recordings; such a file's ranges are views into its one buffer (at most 1 MiB). Any
+other file goes through `numpy.load`.
 """
 
 from __future__ import annotations
@@ -63,8 +64,10 @@ _EVENT_HEADER = re.compile(
     + rb"'fortran_order': False, 'shape': \((\d+),\), \} *\n"
 )
 """The header numpy writes for a 1-D array of the event dtype (its length captured)."""
-_WHOLE_READ_BYTES = CHUNK_EVENTS * EVENT_DTYPE.itemsize + 4096
-"""Files up to a block of events (and a header) are read whole when they hold events as is."""
+_WHOLE_READ_BYTES = 1 << 20
+"""Files up to this size are read whole when they hold events in the event dtype itself."""
+_HEADER_BYTES = 4096
+"""Read first: numpy's header for the event dtype is 128 bytes (version 1), padded to 64."""
 
 
 def _load(path: Path) -> np.ndarray:
@@ -91,26 +94,23 @@ def _load(path: Path) -> np.ndarray:
 
 def _read_small_events(path: Path) -> np.ndarray | None:
     """The events of a file of at most `_WHOLE_READ_BYTES` whose header is numpy's for the
-    event dtype, read in one call (polarity bytes made 0/1); None for any other file."""
+    event dtype, read in two calls (header, then the rest; polarity bytes made 0/1); None for
+    any other file, of which only the first `_HEADER_BYTES` are read."""
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
         if size > _WHOLE_READ_BYTES:
             return None
+        head = file.read(_HEADER_BYTES)
+        offset, count = _event_header(head)
+        if count is None:
+            return None
         data = bytearray(size)
-        file.readinto(data)
-    if size < 12 or data[:6] != _MAGIC or data[6] not in (1, 2, 3):
-        return None
-    length_bytes = 2 if data[6] == 1 else 4
-    start = 8 + length_bytes
-    offset = start + int.from_bytes(data[8:start], "little")
-    match = _EVENT_HEADER.fullmatch(bytes(data[start:offset]))
-    if match is None:
-        return None
-    count = int(match.group(1))
-    if offset + count * EVENT_DTYPE.itemsize > size:
+        data[: len(head)] = head
+        read = len(head) + (file.readinto(memoryview(data)[len(head) :]) if size > len(head) else 0)
+    if offset + count * EVENT_DTYPE.itemsize > read:
         raise EventsError(
             f"{path}: truncated: the header says {count} events, the file holds "
-            f"{(size - offset) // EVENT_DTYPE.itemsize}"
+            f"{(read - offset) // EVENT_DTYPE.itemsize}"
         )
     events = np.frombuffer(data, dtype=EVENT_DTYPE, count=count, offset=offset)
     polarity = events["p"]
@@ -118,10 +118,21 @@ def _read_small_events(path: Path) -> np.ndarray | None:
     return events
 
 
+def _event_header(head: bytes) -> tuple[int, int | None]:
+    """(where the data starts, number of events) when `head` starts with numpy's header for a
+    1-D array of the event dtype (versions 1 to 3), else (0, None)."""
+    if len(head) < 12 or head[:6] != _MAGIC or head[6] not in (1, 2, 3):
+        return 0, None
+    start = 10 if head[6] == 1 else 12
+    offset = start + int.from_bytes(head[8:start], "little")
+    match = _EVENT_HEADER.fullmatch(head[start:offset]) if offset <= len(head) else None
+    return (offset, int(match.group(1))) if match else (0, None)
+
+
 def _copy(path: Path, array: np.ndarray, lo: int, hi: int) -> np.ndarray:
     if array.dtype == EVENT_DTYPE and isinstance(array, np.memmap):
         return _read_rows(path, array, lo, hi)
-    if array.dtype == EVENT_DTYPE:  # read whole by `_read_small_events`: its own copy
+    if array.dtype == EVENT_DTYPE:  # read whole by `_read_small_events`: a view of its buffer
         return array[lo:hi]
     events = np.empty(hi - lo, dtype=EVENT_DTYPE)
     with library_errors(path, "cannot read"):
@@ -151,7 +162,8 @@ def _read_rows(path: Path, array: np.memmap, lo: int, hi: int) -> np.ndarray:
 
 
 def open_npy(path: Path) -> OpenedFile:
-    """A .npy event array (memory-mapped: nothing is read until asked)."""
+    """A .npy event array: memory-mapped (nothing read until asked), or a small file read
+    whole (module docstring)."""
     array = _load(path)
 
     def packets(t_start: int | None, t_stop: int | None) -> Iterator[np.ndarray]:
