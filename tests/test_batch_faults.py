@@ -4,8 +4,11 @@ commit (or rank 0 whose merge) fails while the others wait for it."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import importlib
+import io
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -18,6 +21,7 @@ import torch
 from test_batch_cli import GOOD, check_tables, make_checkpoint, write_recordings
 from test_batch_results import fake_batch, finished_part, rank_writer
 
+from eventsnn.atomic import temporaries, written_atomically
 from eventsnn.inference import completed, iter_records, merge, parts_dir
 from eventsnn.inference import writer as writer_module
 from pipelines import batch
@@ -28,7 +32,8 @@ ROOT = Path(__file__).parents[1]
 
 def test_two_merges_of_one_output_take_turns(tmp_path, monkeypatch):
     """Ctrl-C as a forked rank 0 merges: its launcher merges too. The second merge waits for
-    the first instead of reading parts the first removes under it (it gets a second to try)."""
+    the first instead of reading parts the first removes under it (it gets a second to try),
+    then finds none left: the output is rank 0's."""
     output = tmp_path / "out.h5"
     rows = {"a": [1.0, 0.0], "b": [0.0, 1.0], "c": [1.0, 0.0]}
     for name, row in rows.items():
@@ -70,8 +75,136 @@ def test_two_merges_of_one_output_take_turns(tmp_path, monkeypatch):
     assert all(r["n_windows"] == 2 for r in records.values())
     with h5py.File(output, "r") as file:
         check_tables(file)
-        assert [run["complete"] for run in json.loads(file.attrs["runs"])] == [True, False]
+        assert [run["complete"] for run in json.loads(file.attrs["runs"])] == [True]
     assert not parts_dir(output).exists()
+
+
+def merged_twice(output: Path) -> bytes:
+    """The output's bytes after a merge of one committed recording, then a second merge."""
+    finished_part(output, "/data/a.npy", [[1.0, 0.0]])
+    assert merge(output, {"mode": "predict", "complete": False}, complete=False) == 1
+    return output.read_bytes()
+
+
+@pytest.mark.parametrize("complete", [False, True])
+def test_a_merge_with_no_part_file_leaves_the_output_as_it_is(tmp_path, complete):
+    """An interrupted launcher merges after its forked rank 0: nothing is left to take, and the
+    output keeps rank 0's run alone (no rewrite, no second entry in its runs)."""
+    output = tmp_path / "out.h5"
+    first = merged_twice(output)
+    unfinished = parts_dir(output) / "rank-1" / ".1-2-0of1.spill.tmp"  # a killed run's
+    unfinished.parent.mkdir(parents=True)
+    unfinished.write_bytes(b"")
+    assert merge(output, {"mode": "predict", "complete": complete}, complete) == 1
+    assert output.read_bytes() == first
+    with h5py.File(output, "r") as file:
+        assert [run["complete"] for run in json.loads(file.attrs["runs"])] == [False]
+    assert unfinished.exists() != complete  # a complete run clears the parts folder
+
+
+def test_temporaries_are_the_files_written_atomically_makes_for_that_name(tmp_path):
+    output, other = tmp_path / "out.h5", tmp_path / "out.h5.2"
+    with written_atomically(output) as own, written_atomically(other) as others:
+        own.write_bytes(b"")
+        others.write_bytes(b"")
+        assert temporaries(output) == [own]
+        assert temporaries(other) == [others]
+
+
+def test_a_merge_leaves_the_temporary_files_of_an_output_named_like_it(tmp_path):
+    """A killed merge's temporary file of out.h5 is removed; out.h5.2's, in flight, is not."""
+    output = tmp_path / "out.h5"
+    stale = tmp_path / ".out.h5.0123456789ab.tmp"
+    stale.write_bytes(b"what a killed merge left")
+    finished_part(output, "/data/a.npy", [[1.0, 0.0]])
+    with written_atomically(tmp_path / "out.h5.2") as other:
+        other.write_bytes(b"another merge writing")
+        assert merge(output, {"mode": "predict"}) == 1
+        assert other.exists() and not stale.exists()
+
+
+def flock_failing(monkeypatch, code: int) -> None:
+    """fcntl.flock raising OSError(code), as on a filesystem that cannot lock."""
+
+    def failing(fd, operation):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(fcntl, "flock", failing)
+    monkeypatch.setattr(merge_module, "_warned_unlocked", False)
+
+
+def test_where_the_filesystem_cannot_lock_merges_go_on_with_one_warning(tmp_path, monkeypatch):
+    """NFS without lockd (ENOLCK), Lustre without -o flock (ENOSYS): warned once, merged."""
+    flock_failing(monkeypatch, errno.ENOLCK)
+    output = tmp_path / "out.h5"
+    with pytest.warns(UserWarning) as warned:
+        first = merged_twice(output)
+        finished_part(output, "/data/b.npy", [[0.0, 1.0]])
+        assert merge(output, {"mode": "predict"}) == 2
+    assert len(warned) == 1
+    message = str(warned[0].message)
+    assert message.startswith(f"{tmp_path / '.out.h5.lock'}: the filesystem cannot lock")
+    assert "No locks available" in message
+    assert first != output.read_bytes()
+    assert set(completed(output)) == {"/data/a.npy", "/data/b.npy"}
+
+
+def test_other_lock_errors_fail_the_merge(tmp_path, monkeypatch):
+    flock_failing(monkeypatch, errno.EIO)
+    output = tmp_path / "out.h5"
+    finished_part(output, "/data/a.npy", [[1.0, 0.0]])
+    with pytest.raises(OSError, match="Input/output error"):
+        merge(output, {"mode": "predict"})
+    assert completed(output) == {"/data/a.npy": "abc"}  # the part stays for the next merge
+
+
+def test_without_fcntl_the_module_imports_and_merges_unlocked(tmp_path, monkeypatch):
+    """Windows has no fcntl: importing the merge module must not need it, nor must merging."""
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # import fcntl raises ImportError
+    importlib.reload(merge_module)
+    output = tmp_path / "out.h5"
+    finished_part(output, "/data/a.npy", [[1.0, 0.0]])
+    assert merge_module.merge(output, {"mode": "predict"}) == 1
+    assert completed(output) == {"/data/a.npy": "abc"}
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write any file")
+def test_a_read_only_lock_file_still_locks(tmp_path):
+    output = tmp_path / "out.h5"
+    lock = tmp_path / ".out.h5.lock"
+    lock.touch(mode=0o444)
+    finished_part(output, "/data/a.npy", [[1.0, 0.0]])
+    assert merge(output, {"mode": "predict"}) == 1
+
+
+class Stderr(io.StringIO):
+    """sys.stderr that tells when something was written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.written.set()
+        return super().write(text)
+
+
+def test_a_merge_waiting_for_the_lock_says_so_once(tmp_path, monkeypatch):
+    output = tmp_path / "out.h5"
+    finished_part(output, "/data/a.npy", [[1.0, 0.0]])
+    stderr = Stderr()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    held = os.open(tmp_path / ".out.h5.lock", os.O_RDONLY | os.O_CREAT)
+    fcntl.flock(held, fcntl.LOCK_EX)  # another merge of out.h5
+    counts = []
+    waiting = threading.Thread(target=lambda: counts.append(merge(output, {"mode": "predict"})))
+    waiting.start()
+    assert stderr.written.wait(60)
+    assert not output.exists()  # it waits
+    os.close(held)
+    waiting.join()
+    assert counts == [1]
+    assert stderr.getvalue() == f"waiting for another merge of {output}\n"
 
 
 class Ranks:

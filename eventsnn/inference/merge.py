@@ -8,18 +8,21 @@ pieces of a split recording are joined into one row once all of them are there. 
 windows have other columns than the results' (encoded frames sized by each window) fail. Window rows
 are copied a run of consecutive rows at a time, ~16 MB a copy, so a merge costs a few dozen
 HDF5 calls a part file whatever the number of recordings in it. After an interruption the merge
-takes the committed parts and leaves the others' unfinished ones alone. Merges of one output take
-turns (a lock on a hidden file beside it): an interrupted launcher's merge waits for its forked
-rank 0's, then finds the parts that one removed gone and its rows in the output.
+takes the committed parts and leaves the others' unfinished ones alone; a merge that finds no part
+file leaves an existing output as it is. A lock on a hidden file beside the output serialises its
+merges: an interrupted launcher's merge waits for its forked rank 0's, then finds no part file
+left, and the output is as rank 0 wrote it. One output is for one run at a time: the lock does not
+make two runs writing it safe (a complete merge removes the parts folder, the other run's too).
 """
 
 from __future__ import annotations
 
-import fcntl
-import glob
+import errno
 import json
 import os
 import shutil
+import sys
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,7 +32,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from eventsnn.atomic import written_atomically
+from eventsnn.atomic import temporaries, written_atomically
 from eventsnn.inference.parts import column
 from eventsnn.inference.results import (
     FORMAT,
@@ -75,24 +78,17 @@ def merge(output: str | os.PathLike, metadata: Mapping[str, Any], complete: bool
 
     `complete` (every rank has finished) removes the whole parts folder, unfinished parts of
     killed runs included; otherwise only the committed part files are removed, with the pieces
-    of split recordings not all there (those recordings are redone whole).
+    of split recordings not all there (those recordings are redone whole). With no part file
+    an existing output is left as it is (no new entry in its runs): there is nothing to merge.
     """
     output = Path(output)
     with _merging(output):
         parts = part_files(output)
-        sources, joined, runs = _select(output, parts)
-        for stale in output.parent.glob(f".{glob.escape(output.name)}.*.tmp"):
-            stale.unlink(missing_ok=True)  # what a merge killed mid-way left (one at a time)
-        # durable: the parts are deleted once the merged file is in place
-        with written_atomically(output) as tmp, h5py.File(tmp, "w") as target:
-            count = _write(target, sources, joined)
-            target.attrs["format"] = FORMAT
-            target.attrs["format_version"] = FORMAT_VERSION
-            for name, value in metadata.items():
-                target.attrs[name] = (
-                    value if isinstance(value, str | int | float) else json.dumps(value)
-                )
-            target.attrs["runs"] = json.dumps([*runs, dict(metadata)])
+        if parts or not output.exists():
+            count = _rewrite(output, parts, metadata)
+        else:
+            with h5py.File(output, "r") as file:
+                count = len(file[RECORDINGS]["path"])
         if complete:
             shutil.rmtree(parts_dir(output), ignore_errors=True)
         for path in parts:
@@ -100,14 +96,70 @@ def merge(output: str | os.PathLike, metadata: Mapping[str, Any], complete: bool
     return count
 
 
+def _rewrite(output: Path, parts: Sequence[Path], metadata: Mapping[str, Any]) -> int:
+    """Write the previous output and `parts` into a new output (renamed over the old one), with
+    `metadata` added to its runs; return the number of recordings."""
+    sources, joined, runs = _select(output, parts)
+    for stale in temporaries(output):
+        stale.unlink(missing_ok=True)  # what a merge killed mid-way left (one at a time)
+    # durable: the parts are deleted once the merged file is in place
+    with written_atomically(output) as tmp, h5py.File(tmp, "w") as target:
+        count = _write(target, sources, joined)
+        target.attrs["format"] = FORMAT
+        target.attrs["format_version"] = FORMAT_VERSION
+        for name, value in metadata.items():
+            target.attrs[name] = (
+                value if isinstance(value, str | int | float) else json.dumps(value)
+            )
+        target.attrs["runs"] = json.dumps([*runs, dict(metadata)])
+    return count
+
+
+UNLOCKABLE = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL}
+"""flock's errors where the filesystem cannot lock (Lustre without -o flock, NFS without lockd)."""
+_warned_unlocked = False
+"""Whether this process warned that a merge went on without the lock (once is enough)."""
+
+
 @contextmanager
 def _merging(output: Path) -> Iterator[None]:
     """Hold the output's merge lock: an exclusive flock on a hidden file beside it, left there
     (removed, a waiting merge would hold a lock on a file the next one no longer sees)."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output.with_name(f".{output.name}.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
-        yield
+    lock = output.with_name(f".{output.name}.lock")
+    fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o666)  # flock needs no write permission
+    try:
+        _lock(fd, output, lock)
+        yield  # released when the file closes, or the process dies
+    finally:
+        os.close(fd)
+
+
+def _lock(fd: int, output: Path, lock: Path) -> None:
+    """Lock `fd` (the lock file `lock`) exclusively, saying on stderr that this merge waits if
+    another holds it. Where the filesystem cannot lock (with a warning, once) or there is no
+    flock (Windows), the merge goes on unlocked."""
+    global _warned_unlocked
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another merge of {output}", file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as error:
+        if error.errno not in UNLOCKABLE:
+            raise
+        if not _warned_unlocked:
+            _warned_unlocked = True
+            warnings.warn(
+                f"{lock}: the filesystem cannot lock ({error}); merging without the lock "
+                "(merges of one output must then not run at once)",
+                stacklevel=1,
+            )
 
 
 def _select(output: Path, parts: Sequence[Path]) -> tuple[list[Source], list[list[Piece]], list]:
