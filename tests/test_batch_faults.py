@@ -24,6 +24,8 @@ from test_batch_results import fake_batch, finished_part, rank_writer
 from eventsnn.atomic import temporaries, written_atomically
 from eventsnn.inference import completed, iter_records, merge, parts_dir
 from eventsnn.inference import writer as writer_module
+from eventsnn.inference.dataset import RecordingTask
+from eventsnn.inference.parts import RecordingPart
 from pipelines import batch
 
 merge_module = importlib.import_module("eventsnn.inference.merge")  # not the function merge
@@ -209,9 +211,10 @@ def test_a_merge_waiting_for_the_lock_says_so_once(tmp_path, monkeypatch):
 
 class Ranks:
     """The strategy as one rank of `world` sees it: at each exchange the other ranks' errors
-    (`others`: one {rank: error text} an exchange, in order); `told` keeps what it sent."""
+    (`others`: one {rank: error text} an exchange, in order, or an exception the exchange
+    raises: a peer gone); `told` keeps what it sent."""
 
-    def __init__(self, world: int, others: list[dict[int, str]]) -> None:
+    def __init__(self, world: int, others: list[dict[int, str] | Exception]) -> None:
         self.world, self.others, self.told = world, others, []
         self.root_device, self.launcher = torch.device("cpu"), None
 
@@ -219,13 +222,15 @@ class Ranks:
         assert reduce_op == "sum" and len(flags) == self.world
         self.told.append(flags.tolist())
         self.errors = self.others.pop(0)
+        if isinstance(self.errors, Exception):
+            raise self.errors
         return flags + torch.tensor([float(rank in self.errors) for rank in range(self.world)])
 
     def broadcast(self, text: str, src: int) -> str:
         return self.errors.get(src, text)
 
 
-def end_of_run(output: Path, rank: int, others: list[dict[int, str]]) -> tuple:
+def end_of_run(output: Path, rank: int, others: list[dict[int, str] | Exception]) -> tuple:
     """A writer of `rank` (of 2) with one finished recording not committed yet, at the end."""
     writer = rank_writer(output, 1, "predict", commit_seconds=3600)
     writer.write_on_batch_end(None, SimpleNamespace(), fake_batch(0), None, None, 0)
@@ -271,6 +276,50 @@ def test_a_rank_whose_commit_fails_tells_the_others_before_it_raises(tmp_path, m
     assert str(raised.value).startswith(f"committing finished recordings failed on rank 1 ({FULL})")
     assert raised.value.__cause__ is full
     assert not output.exists()  # rank 0 merges
+
+
+def test_a_rank_that_cannot_close_its_files_tells_the_others_before_it_raises(
+    tmp_path, monkeypatch
+):
+    """Rank 1 cannot close an unfinished recording's file at the end: it still meets the
+    others at both exchanges, with what it committed on disk."""
+    output = tmp_path / "out.h5"
+    writer, trainer, strategy = end_of_run(output, 1, [{}, {}])
+    writer.tasks[1] = RecordingTask(1, "/data/1.npy")
+    unfinished = {**fake_batch(1), "finished": []}
+    writer.write_on_batch_end(None, SimpleNamespace(), unfinished, None, None, 0)
+    gone = OSError(errno.EIO, "Input/output error", "spill")
+
+    def failing(part):
+        raise gone
+
+    monkeypatch.setattr(RecordingPart, "abandon", failing)
+    with pytest.raises(OSError) as raised:
+        writer.on_predict_end(trainer, None)
+    assert strategy.told == [[0, 1], [0, 0]]
+    assert raised.value.__cause__ is gone
+    assert completed(output) == {"/data/0.npy": "s0"}
+
+
+def test_a_peer_lost_after_rank_0_merged_does_not_make_it_merge_again(tmp_path, monkeypatch):
+    """The second exchange fails (rank 1 died): Lightning's on_exception follows, and must not
+    merge over the finished merge with complete=False."""
+    output = tmp_path / "out.h5"
+    lost = RuntimeError("Connection closed by peer")
+    writer, trainer, strategy = end_of_run(output, 0, [{}, lost])
+    merges = []
+
+    def counting(output, metadata, complete):
+        merges.append(complete)
+        return merge(output, metadata, complete)
+
+    monkeypatch.setattr(writer_module, "merge", counting)
+    with pytest.raises(RuntimeError) as raised:
+        writer.on_predict_end(trainer, None)
+    writer.on_exception(trainer, None, raised.value)
+    assert merges == [True]
+    with h5py.File(output, "r") as file:
+        assert file.attrs["complete"] and len(json.loads(file.attrs["runs"])) == 1
 
 
 def test_a_failed_merge_fails_every_rank_and_keeps_the_parts(tmp_path, monkeypatch):

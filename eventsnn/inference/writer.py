@@ -16,7 +16,9 @@ merges what was committed (marked incomplete, as after an interruption); after a
 the parts stay for the next run.
 With a forking strategy the ranks are children of the command's process, which gets no callback
 but ``on_exception`` (their state does not come back to it); its merge there waits for a
-forked rank 0's (merges of an output take turns: `eventsnn.inference.merge`).
+forked rank 0's (a lock serialises merges of an output: `eventsnn.inference.merge`), then
+takes only what rank 0 left unmerged: with no part file left, the output stays as rank 0 wrote
+it. One output is for one run at a time.
 Rank 0 shows a progress bar over its recordings with windows and events per second.
 """
 
@@ -73,6 +75,7 @@ class ResultsWriter(BasePredictionWriter):
         self.folder = parts_dir(self.output)
         self.bar: tqdm | None = None
         self.rank = 0
+        self.merge_tried = False
         self.ended = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -173,12 +176,12 @@ class ResultsWriter(BasePredictionWriter):
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Commit, meet every rank, merge on rank 0, meet again; a rank's failure to commit or
         rank 0's to merge is raised on every rank (module docstring)."""
-        commit_error = _attempt(self._commit)
-        self._close()
+        commit_error = _attempt(self._end)
         failed = _failures(trainer, commit_error, "committing finished recordings")
         merge_error = None
         if trainer.is_global_zero:
             merge_error = _attempt(lambda: self._merge(complete=not failed))
+            self.merge_tried = True  # an exchange failing next must not merge it over again
         unmerged = _failures(trainer, merge_error, f"merging the parts into {self.output}")
         self.ended = True
         if failed or unmerged:
@@ -191,20 +194,27 @@ class ResultsWriter(BasePredictionWriter):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
         """Interrupted (Ctrl-C) or failed: commit the finished recordings; rank 0 merges the
-        recordings committed so far.
+        recordings committed so far, unless it already tried its end-of-run merge.
 
         A process that launched ranks (e.g. forked them: ``ddp_fork``) interrupts them first,
         else they would go on to the end while it waits to exit. After ``on_predict_end``'s own
-        failure there is nothing left to do: every rank knows it and rank 0 merged.
+        failure there is nothing left to do: every rank knows it, and rank 0 tried its merge.
         """
         if self.ended:
             return
-        self._commit()
-        self._close()
+        self._end()
         if trainer.strategy.launcher is not None:
             trainer.strategy.launcher.kill(signal.SIGINT)
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and not self.merge_tried:
             self._merge(complete=False)
+
+    def _end(self) -> None:
+        """Commit the finished recordings; close the progress bar and the unfinished
+        recordings' files (even if the commit failed)."""
+        try:
+            self._commit()
+        finally:
+            self._close()
 
     def _close(self) -> None:
         if self.bar is not None:
