@@ -16,7 +16,8 @@ recordings finished before with the same checksum (in the output, or in the part
 killed run) if the job is the same (checkpoint, mode, window, transform: specs that differ only
 in how they are written, such as defaults given or left out, are the same); ``--overwrite``
 starts again. A recording that cannot be read is recorded with its error; the exit code is 1
-when any recording failed, 2 on a setup error.
+when any recording failed, 2 on a setup error, or when the run could not commit or merge its
+results (what was committed is kept: a re-run takes it up).
 """
 
 from __future__ import annotations
@@ -373,6 +374,8 @@ def run(args: Any, threads: int | None = None) -> int:
 
 def main(argv: list[str]) -> int:
     """Entry point: ``argv[0]`` is ``"batch"``."""
+    from torch.multiprocessing import ProcessRaisedException
+
     from eventsnn.checkpoint import CheckpointError
     from eventsnn.data.errors import ConfigError
     from eventsnn.events import EventsError
@@ -393,6 +396,14 @@ def main(argv: list[str]) -> int:
     except (ConfigError, CheckpointError, EventsError, OSError) as error:
         print(f"eventsnn batch: error: {error}", file=sys.stderr)
         return 2
+    except ProcessRaisedException as error:  # a forked rank's error (the traceback is its)
+        print(f"eventsnn batch: error: {_last_line(str(error))}", file=sys.stderr)
+        return 2
+
+
+def _last_line(text: str) -> str:
+    """The last line with text of `text`: a traceback's error (``"OSError: ..."``)."""
+    return next((line for line in reversed(text.splitlines()) if line.strip()), "")
 
 
 @contextmanager

@@ -20,6 +20,7 @@ import pytest
 import torch
 from test_batch_cli import GOOD, check_tables, make_checkpoint, write_recordings
 from test_batch_results import fake_batch, finished_part, rank_writer
+from torch.multiprocessing import ProcessRaisedException
 
 from eventsnn.atomic import temporaries, written_atomically
 from eventsnn.inference import completed, iter_records, merge, parts_dir
@@ -339,6 +340,20 @@ def test_a_failed_merge_fails_every_rank_and_keeps_the_parts(tmp_path, monkeypat
     assert completed(output) == {"/data/0.npy": "s0"}
 
 
+def test_a_forked_rank_s_error_is_reported_in_one_line(monkeypatch, capsys):
+    """ddp_fork: the launcher gets its rank's traceback in a ProcessRaisedException; the command
+    reports the rank's error line, exit code 2 (not a recording's failure)."""
+    trace = f'Traceback (most recent call last):\n  File "writer.py", line 1, in _commit\n{FULL}\n'
+
+    def forked(args, threads):
+        message = f"\n\n-- Process 1 terminated with the following error:\n{trace}"
+        raise ProcessRaisedException(message, 1, 4242)
+
+    monkeypatch.setattr(batch, "run", forked)
+    assert batch.main(["batch", "--checkpoint", "m.h5", "--inputs", "r", "--output", "o.h5"]) == 2
+    assert capsys.readouterr().err == f"eventsnn batch: error: {FULL}\n"
+
+
 FULL_DISK = """# eventsnn batch whose rank 1 finds the disk full when it commits
 import errno, sys
 sys.path.insert(0, {root!r})
@@ -354,10 +369,17 @@ sys.exit(main())
 
 
 @pytest.mark.slow
-def test_two_ddp_ranks_fail_together_when_one_cannot_commit(tmp_path, capsys):
-    """Plain ddp (each rank its own interpreter), rank 1's disk full at its last commit: both
-    ranks stop at once naming rank 1's error, not at the process group's timeout (30 min; the
-    subprocess is given 5), with what rank 0 committed merged; the next run does the rest."""
+@pytest.mark.parametrize(
+    ("strategy", "reporters", "kind"),
+    [("ddp", 2, ""), ("ddp_fork", 1, "OSError: ")],  # each rank; the launcher, for its ranks
+)
+def test_two_ddp_ranks_fail_together_when_one_cannot_commit(
+    tmp_path, capsys, strategy, reporters, kind
+):
+    """Rank 1's disk full at its last commit: both ranks stop at once naming rank 1's error,
+    not at the process group's timeout (30 min; the subprocess is given 5), with what rank 0
+    committed merged once; the next run does the rest. Plain ddp (each rank its own
+    interpreter) reports on each rank; ddp_fork's launcher reports its ranks' error in a line."""
     checkpoint = make_checkpoint(tmp_path / "model.h5")
     folder = write_recordings(tmp_path / "recordings")
     for name in ("corrupt.npy", "empty.h5", "zero.npy", "zero.npy.json", "sub/wide.npy"):
@@ -367,18 +389,24 @@ def test_two_ddp_ranks_fail_together_when_one_cannot_commit(tmp_path, capsys):
     args = ["--checkpoint", str(checkpoint), "--inputs", str(folder), "--output", str(output)]
     args += ["--progress", "false", "--threads", "1", "--commit-seconds", "3600"]  # at the end
     result = subprocess.run(
-        [sys.executable, str(script), "batch", *args, "--devices", "2", "--strategy", "ddp"],
+        [sys.executable, str(script), "batch", *args, "--devices", "2", "--strategy", strategy],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert result.returncode == 2, result.stderr[-2000:]  # rank 0's: an OSError, reported
-    error = f"committing finished recordings failed on rank 1 ({FULL})"
-    assert result.stderr.count(f"eventsnn batch: error: {error}") == 2, result.stderr[-2000:]
+    assert result.returncode == 2, result.stderr[-2000:]  # an OSError, reported
+    error = (
+        f"eventsnn batch: error: {kind}committing finished recordings failed on rank 1 "
+        f"({FULL}); {output} holds what was committed (marked incomplete): run again"
+    )
+    reported = [line for line in result.stderr.splitlines() if line.startswith("eventsnn batch")]
+    assert reported == [error] * reporters, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
     with h5py.File(output, "r") as file:
         check_tables(file)
         assert not file.attrs["complete"]
+        assert [run["complete"] for run in json.loads(file.attrs["runs"])] == [False]
         assert set(file["recordings/rank"][()]) == {0}
         merged = len(file["recordings/path"])
     assert 0 < merged < len(GOOD)
