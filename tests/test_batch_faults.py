@@ -400,8 +400,8 @@ def test_two_ddp_ranks_fail_together_when_one_cannot_commit(
         f"eventsnn batch: error: {kind}committing finished recordings failed on rank 1 "
         f"({FULL}); {output} holds what was committed (marked incomplete): run again"
     )
-    reported = [line for line in result.stderr.splitlines() if line.startswith("eventsnn batch")]
-    assert reported == [error] * reporters, result.stderr[-2000:]
+    assert result.stderr.count(error) == reporters, result.stderr[-2000:]  # two may share a line
+    assert result.stderr.count("eventsnn batch: error") == reporters
     assert "Traceback" not in result.stderr
     with h5py.File(output, "r") as file:
         check_tables(file)
