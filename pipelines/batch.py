@@ -374,7 +374,7 @@ def run(args: Any, threads: int | None = None) -> int:
 
 def main(argv: list[str]) -> int:
     """Entry point: ``argv[0]`` is ``"batch"``."""
-    from torch.multiprocessing import ProcessRaisedException
+    from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
 
     from eventsnn.checkpoint import CheckpointError
     from eventsnn.data.errors import ConfigError
@@ -398,6 +398,9 @@ def main(argv: list[str]) -> int:
         return 2
     except ProcessRaisedException as error:  # a forked rank's error (the traceback is its)
         print(f"eventsnn batch: error: {_last_line(str(error))}", file=sys.stderr)
+        return 2
+    except ProcessExitedException as error:  # a forked rank killed (say, out of memory)
+        print(f"eventsnn batch: error: {error}; what was committed is kept", file=sys.stderr)
         return 2
 
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 from test_batch_cli import GOOD, check_tables, make_checkpoint, write_recordings
 from test_batch_results import fake_batch, finished_part, rank_writer
-from torch.multiprocessing import ProcessRaisedException
+from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
 
 from eventsnn.atomic import temporaries, written_atomically
 from eventsnn.inference import completed, iter_records, merge, parts_dir
@@ -342,7 +342,8 @@ def test_a_failed_merge_fails_every_rank_and_keeps_the_parts(tmp_path, monkeypat
 
 def test_a_forked_rank_s_error_is_reported_in_one_line(monkeypatch, capsys):
     """ddp_fork: the launcher gets its rank's traceback in a ProcessRaisedException; the command
-    reports the rank's error line, exit code 2 (not a recording's failure)."""
+    reports the rank's error line, exit code 2 (not a recording's failure); a rank killed by a
+    signal (ProcessExitedException) is one line and 2 as well."""
     trace = f'Traceback (most recent call last):\n  File "writer.py", line 1, in _commit\n{FULL}\n'
 
     def forked(args, threads):
@@ -352,6 +353,16 @@ def test_a_forked_rank_s_error_is_reported_in_one_line(monkeypatch, capsys):
     monkeypatch.setattr(batch, "run", forked)
     assert batch.main(["batch", "--checkpoint", "m.h5", "--inputs", "r", "--output", "o.h5"]) == 2
     assert capsys.readouterr().err == f"eventsnn batch: error: {FULL}\n"
+
+    def killed(args, threads):
+        raise ProcessExitedException("process 1 terminated with signal SIGKILL", 1, 9, 9, "SIGKILL")
+
+    monkeypatch.setattr(batch, "run", killed)
+    assert batch.main(["batch", "--checkpoint", "m.h5", "--inputs", "r", "--output", "o.h5"]) == 2
+    assert capsys.readouterr().err == (
+        "eventsnn batch: error: process 1 terminated with signal SIGKILL; what was committed is "
+        "kept\n"
+    )
 
 
 FULL_DISK = """# eventsnn batch whose rank 1 finds the disk full when it commits
