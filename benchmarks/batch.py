@@ -426,24 +426,27 @@ recording: reading, windowing and encoding ~0.33 s (zlib-ng inflate ~0.11 s of i
 word-wise unshuffle of `eventsnn.events.formats.hdf5_chunks`; h5py's own read of the same files,
 which the obvious loop pays, takes about twice as long); the model ~0.12 s for its 334 windows
 (~10-12 ms a batch of 32); writing results ~0.01 s. Each process also pays ~0.3 s before its
-first batch: numba's set-up (~0.19 s on the first compiled call, which the obvious loop pays
+first batch: numba's set-up (~0.2 s on the first compiled call, which the obvious loop pays
 too, in its first forward) and loading the cached kernels. The .npy files read at ~2 ms a million
 events (one read call a block, when the file holds the event dtype itself). A reader thread
 moves reading and encoding to the second core while the model runs; two forked processes share
 the recordings; the large ones (16 MB or more, `--split-mb`) left over when they are dealt out
 whole are split between them, so 3 recordings go 1.5 + 1.5, not 2 + 1 (10 go 5 + 5, whole).
 
-Many small recordings are a different job: a 100-recording run takes about 0.4 s either way, and
-~0.3 s of ours is fixed: ~0.07 s of set-up (arguments, model, checkpoint digest), numba's set-up
-(~0.19 s, which the loop pays too), the network's first batch and the merge. 5x on it would need
-the whole job done in less than those fixed costs. Past them (the table above) a recording costs
-`eventsnn batch` on one core ~0.7 ms of reading, windowing and encoding, ~0.5 ms of the network
-(its window batched with others) and ~0.1 ms of results (timers add overhead: the table's
-difference says ~1 ms in all). The results file is two tables (a row
-a recording, a row a window), finished recordings are committed together at most once a second,
-and the merge copies runs of rows. Over 400 tiny recordings the commits, merge and summary take
-11, 22 and 7 ms, against 403, 106 and 102 ms with the earlier layout of an HDF5 group a
-recording."""
+Many small recordings are a different job: a 100-recording run takes about 0.3-0.4 s either way,
+and ~0.2 s of ours is fixed (the 100-recording time less 100 times the cost a recording below):
+~0.07 s of set-up (arguments, model, checkpoint digest), numba's set-up (~0.2 s on the first
+compiled call, which the loop pays too), the network's first batch and the merge. 5x on it
+would need the whole job done in less than those fixed costs. Past them (the table above) a
+recording costs `eventsnn batch` on one core ~0.3 ms of reading, windowing and encoding (a .npy
+of at most 1 MiB in the event dtype is read whole in two read calls, its header matched against
+numpy's own: ~0.18 ms to open, read and check 5,000 events, against ~0.36 ms through
+`numpy.load`'s memory map), ~0.3 ms of the network (its window batched with others) and ~0.1 ms
+of results (stage timers; the table's difference says ~0.9 ms in all). The results file is two
+tables (a row a recording, a row a window), finished recordings are committed together at most
+once a second, and the merge copies runs of rows. Over 400 tiny recordings the commits, merge
+and summary take 11, 22 and 7 ms, against 403, 106 and 102 ms with the earlier layout of an HDF5
+group a recording."""
 
 
 def main() -> None:
