@@ -22,6 +22,7 @@ results (what was committed is kept: a re-run takes it up).
 
 from __future__ import annotations
 
+import builtins
 import glob
 import os
 import platform
@@ -396,17 +397,35 @@ def main(argv: list[str]) -> int:
     except (ConfigError, CheckpointError, EventsError, OSError) as error:
         print(f"eventsnn batch: error: {error}", file=sys.stderr)
         return 2
-    except ProcessRaisedException as error:  # a forked rank's error (the traceback is its)
-        print(f"eventsnn batch: error: {_last_line(str(error))}", file=sys.stderr)
-        return 2
+    except ProcessRaisedException as error:  # a forked rank's error, with its traceback
+        reported, code = _rank_error(str(error))
+        print(f"eventsnn batch: error: {reported}", file=sys.stderr)
+        return code
     except ProcessExitedException as error:  # a forked rank killed (say, out of memory)
         print(f"eventsnn batch: error: {error}; what was committed is kept", file=sys.stderr)
         return 2
 
 
-def _last_line(text: str) -> str:
-    """The last line with text of `text`: a traceback's error (``"OSError: ..."``)."""
-    return next((line for line in reversed(text.splitlines()) if line.strip()), "")
+ONE_LINE_ERRORS = ("ConfigError", "CheckpointError", "EventsError", "OSError")
+"""Errors the command reports without a traceback (a forked rank's too), OSError's subclasses
+included."""
+
+
+def _rank_error(traceback: str) -> tuple[str, int]:
+    """How the command reports a forked rank's `traceback` (as torch relays it), and its exit
+    code: the error's own lines and 2 for an error it reports that way when not forked, else
+    the whole traceback and 1, as an uncaught error in this process would give."""
+    lines = traceback.strip().splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
+    start = frames[-1] + 1 if frames else 0
+    while start < len(lines) and lines[start][:1].isspace():  # the frame's source line
+        start += 1
+    error = "\n".join(lines[start:])
+    name = error.split(":", 1)[0].rsplit(".", 1)[-1]
+    builtin = getattr(builtins, name, None)
+    if name in ONE_LINE_ERRORS or (isinstance(builtin, type) and issubclass(builtin, OSError)):
+        return error, 2
+    return "a process failed:\n" + "\n".join(lines), 1
 
 
 @contextmanager

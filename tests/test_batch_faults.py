@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -55,7 +56,7 @@ def test_two_merges_of_one_output_take_turns(tmp_path, monkeypatch):
 
     def merging(complete: bool) -> None:
         try:
-            merge(output, {"mode": "predict", "complete": complete}, complete)
+            merge(output, {**RUN, "complete": complete}, complete)
         except Exception as error:
             errors.append(error)
 
@@ -85,12 +86,15 @@ def test_two_merges_of_one_output_take_turns(tmp_path, monkeypatch):
 def merged_twice(output: Path) -> bytes:
     """The output's bytes after a merge of one committed recording, then a second merge."""
     finished_part(output, "/data/a.npy", [[1.0, 0.0]])
-    assert merge(output, {"mode": "predict", "complete": False}, complete=False) == 1
+    assert merge(output, {**RUN, "complete": False}, complete=False) == 1
     return output.read_bytes()
 
 
-@pytest.mark.parametrize("complete", [False, True])
-def test_a_merge_with_no_part_file_leaves_the_output_as_it_is(tmp_path, complete):
+RUN = {"mode": "predict", "started_unix": 1000.0}
+"""A run's metadata: its start tells the merges of one run from another run's."""
+
+
+def test_a_merge_with_no_part_file_leaves_an_output_that_says_as_much_as_it_is(tmp_path):
     """An interrupted launcher merges after its forked rank 0: nothing is left to take, and the
     output keeps rank 0's run alone (no rewrite, no second entry in its runs)."""
     output = tmp_path / "out.h5"
@@ -98,11 +102,30 @@ def test_a_merge_with_no_part_file_leaves_the_output_as_it_is(tmp_path, complete
     unfinished = parts_dir(output) / "rank-1" / ".1-2-0of1.spill.tmp"  # a killed run's
     unfinished.parent.mkdir(parents=True)
     unfinished.write_bytes(b"")
-    assert merge(output, {"mode": "predict", "complete": complete}, complete) == 1
+    assert merge(output, {**RUN, "complete": False}, complete=False) == 1
     assert output.read_bytes() == first
     with h5py.File(output, "r") as file:
         assert [run["complete"] for run in json.loads(file.attrs["runs"])] == [False]
-    assert unfinished.exists() != complete  # a complete run clears the parts folder
+    assert unfinished.exists()
+
+
+@pytest.mark.parametrize("complete", [False, True])
+def test_a_merge_with_no_part_file_still_records_what_changed(tmp_path, complete):
+    """Another run's merge with no part file: a resume that finds all done completes an
+    interrupted output, a run whose commits all failed marks a complete output incomplete (as
+    its error says): @complete and the runs are this run's."""
+    output = tmp_path / "out.h5"
+    finished_part(output, "/data/a.npy", [[1.0, 0.0]])
+    merge(output, {**RUN, "complete": not complete}, complete=not complete)
+    (parts_dir(output) / "rank-0").mkdir(parents=True, exist_ok=True)
+    later = {**RUN, "started_unix": 2000.0, "complete": complete}
+    assert merge(output, later, complete) == 1
+    with h5py.File(output, "r") as file:
+        assert bool(file.attrs["complete"]) == complete
+        runs = json.loads(file.attrs["runs"])
+    assert [run["complete"] for run in runs] == [not complete, complete]
+    assert completed(output) == {"/data/a.npy": "abc"}
+    assert parts_dir(output).exists() != complete
 
 
 def test_temporaries_are_the_files_written_atomically_makes_for_that_name(tmp_path):
@@ -146,7 +169,7 @@ def test_where_the_filesystem_cannot_lock_merges_go_on_with_one_warning(tmp_path
         assert merge(output, {"mode": "predict"}) == 2
     assert len(warned) == 1
     message = str(warned[0].message)
-    assert message.startswith(f"{tmp_path / '.out.h5.lock'}: the filesystem cannot lock")
+    assert message.startswith(f"{tmp_path / '.out.h5.lock'}: cannot lock")
     assert "No locks available" in message
     assert first != output.read_bytes()
     assert set(completed(output)) == {"/data/a.npy", "/data/b.npy"}
@@ -171,13 +194,28 @@ def test_without_fcntl_the_module_imports_and_merges_unlocked(tmp_path, monkeypa
     assert completed(output) == {"/data/a.npy": "abc"}
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write any file")
-def test_a_read_only_lock_file_still_locks(tmp_path):
+def test_a_lock_file_it_may_not_write_is_opened_read_only(tmp_path, monkeypatch):
+    """Another user's lock file: opened read-only and locked (local flock needs no write
+    permission), no warning; a folder where no lock file can be made: merged unlocked, warned."""
+    real_open = os.open
+
+    def no_write(path, flags, *mode):
+        if str(path).endswith(".lock") and flags & (os.O_RDWR | os.O_WRONLY):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *mode)
+
+    (tmp_path / ".out.h5.lock").touch()
+    monkeypatch.setattr(os, "open", no_write)
+    monkeypatch.setattr(merge_module, "_warned_unlocked", False)
     output = tmp_path / "out.h5"
-    lock = tmp_path / ".out.h5.lock"
-    lock.touch(mode=0o444)
     finished_part(output, "/data/a.npy", [[1.0, 0.0]])
-    assert merge(output, {"mode": "predict"}) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert merge(output, {"mode": "predict"}) == 1
+    other = tmp_path / "other.h5"
+    finished_part(other, "/data/b.npy", [[1.0, 0.0]])
+    with pytest.warns(UserWarning, match=r"\.other\.h5\.lock: cannot lock .*Permission denied"):
+        assert merge(other, {"mode": "predict"}) == 1
 
 
 class Stderr(io.StringIO):
@@ -200,12 +238,16 @@ def test_a_merge_waiting_for_the_lock_says_so_once(tmp_path, monkeypatch):
     held = os.open(tmp_path / ".out.h5.lock", os.O_RDONLY | os.O_CREAT)
     fcntl.flock(held, fcntl.LOCK_EX)  # another merge of out.h5
     counts = []
-    waiting = threading.Thread(target=lambda: counts.append(merge(output, {"mode": "predict"})))
+    waiting = threading.Thread(
+        target=lambda: counts.append(merge(output, {"mode": "predict"})), daemon=True
+    )
     waiting.start()
-    assert stderr.written.wait(60)
-    assert not output.exists()  # it waits
-    os.close(held)
-    waiting.join()
+    try:
+        assert stderr.written.wait(60)
+        assert not output.exists()  # it waits
+    finally:
+        os.close(held)
+    waiting.join(60)
     assert counts == [1]
     assert stderr.getvalue() == f"waiting for another merge of {output}\n"
 
@@ -342,8 +384,9 @@ def test_a_failed_merge_fails_every_rank_and_keeps_the_parts(tmp_path, monkeypat
 
 def test_a_forked_rank_s_error_is_reported_in_one_line(monkeypatch, capsys):
     """ddp_fork: the launcher gets its rank's traceback in a ProcessRaisedException; the command
-    reports the rank's error line, exit code 2 (not a recording's failure); a rank killed by a
-    signal (ProcessExitedException) is one line and 2 as well."""
+    reports the rank's error line, exit code 2 (not a recording's failure); another error (a
+    bug) keeps its traceback, exit code 1, as it would unforked; a rank killed by a signal
+    (ProcessExitedException) is one line and 2."""
     trace = f'Traceback (most recent call last):\n  File "writer.py", line 1, in _commit\n{FULL}\n'
 
     def forked(args, threads):
@@ -353,6 +396,21 @@ def test_a_forked_rank_s_error_is_reported_in_one_line(monkeypatch, capsys):
     monkeypatch.setattr(batch, "run", forked)
     assert batch.main(["batch", "--checkpoint", "m.h5", "--inputs", "r", "--output", "o.h5"]) == 2
     assert capsys.readouterr().err == f"eventsnn batch: error: {FULL}\n"
+
+    bug = trace.replace(
+        FULL, "RuntimeError: CUDA error: device-side assert triggered\nCompile with"
+    )
+
+    def failed(args, threads):
+        raise ProcessRaisedException(
+            f"\n\n-- Process 0 terminated with the following error:\n{bug}", 0, 1
+        )
+
+    monkeypatch.setattr(batch, "run", failed)  # not an error the command reports in a line
+    assert batch.main(["batch", "--checkpoint", "m.h5", "--inputs", "r", "--output", "o.h5"]) == 1
+    reported = capsys.readouterr().err
+    assert reported.startswith("eventsnn batch: error: a process failed:\n-- Process 0")
+    assert 'File "writer.py", line 1' in reported and reported.endswith("Compile with\n")
 
     def killed(args, threads):
         raise ProcessExitedException("process 1 terminated with signal SIGKILL", 1, 9, 9, "SIGKILL")

@@ -79,21 +79,32 @@ def merge(output: str | os.PathLike, metadata: Mapping[str, Any], complete: bool
     `complete` (every rank has finished) removes the whole parts folder, unfinished parts of
     killed runs included; otherwise only the committed part files are removed, with the pieces
     of split recordings not all there (those recordings are redone whole). With no part file
-    an existing output is left as it is (no new entry in its runs): there is nothing to merge.
+    an output this same run (its @started_unix) merged last is left as it is, with no second
+    entry in its runs: a forked launcher's merge after its rank 0's.
     """
     output = Path(output)
     with _merging(output):
         parts = part_files(output)
-        if parts or not output.exists():
+        count = None if parts else _merged_by(output, metadata.get("started_unix"))
+        if count is None:
             count = _rewrite(output, parts, metadata)
-        else:
-            with h5py.File(output, "r") as file:
-                count = len(file[RECORDINGS]["path"])
         if complete:
             shutil.rmtree(parts_dir(output), ignore_errors=True)
         for path in parts:
             path.unlink(missing_ok=True)
     return count
+
+
+def _merged_by(output: Path, started: float | None) -> int | None:
+    """The number of recordings of an existing output whose last merge was the run started at
+    `started` (unix time), else None: the output must be rewritten for this run."""
+    if started is None or not output.exists():
+        return None
+    with h5py.File(output, "r") as file:
+        runs = json.loads(file.attrs.get("runs", "[]"))
+        if not runs or runs[-1].get("started_unix") != started:
+            return None
+        return len(file[RECORDINGS]["path"])
 
 
 def _rewrite(output: Path, parts: Sequence[Path], metadata: Mapping[str, Any]) -> int:
@@ -115,8 +126,18 @@ def _rewrite(output: Path, parts: Sequence[Path], metadata: Mapping[str, Any]) -
     return count
 
 
-UNLOCKABLE = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL}
-"""flock's errors where the filesystem cannot lock (Lustre without -o flock, NFS without lockd)."""
+UNLOCKABLE = {
+    errno.ENOSYS,
+    errno.ENOLCK,
+    errno.EOPNOTSUPP,
+    errno.ENOTSUP,
+    errno.EINVAL,
+    errno.EBADF,
+    errno.EACCES,
+    errno.EROFS,
+}
+"""Errors where the output's folder or filesystem cannot lock: Lustre without -o flock, NFS
+without lockd or (EBADF) a lock file opened read-only, a folder that is not writable."""
 _warned_unlocked = False
 """Whether this process warned that a merge went on without the lock (once is enough)."""
 
@@ -127,7 +148,14 @@ def _merging(output: Path) -> Iterator[None]:
     (removed, a waiting merge would hold a lock on a file the next one no longer sees)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     lock = output.with_name(f".{output.name}.lock")
-    fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o666)  # flock needs no write permission
+    try:
+        fd = _open_lock(lock)
+    except OSError as error:
+        if error.errno not in UNLOCKABLE:
+            raise
+        _unlocked(lock, error)
+        yield
+        return
     try:
         _lock(fd, output, lock)
         yield  # released when the file closes, or the process dies
@@ -135,11 +163,23 @@ def _merging(output: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _open_lock(lock: Path) -> int:
+    """The lock file, opened for writing where it can be (NFS emulates flock with byte-range
+    locks, which need it), else read-only (another user's lock file: local flock needs no
+    write permission)."""
+    try:
+        return os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError as error:
+        try:
+            return os.open(lock, os.O_RDONLY)
+        except FileNotFoundError:  # a folder it cannot create the lock file in
+            raise error from None
+
+
 def _lock(fd: int, output: Path, lock: Path) -> None:
     """Lock `fd` (the lock file `lock`) exclusively, saying on stderr that this merge waits if
     another holds it. Where the filesystem cannot lock (with a warning, once) or there is no
     flock (Windows), the merge goes on unlocked."""
-    global _warned_unlocked
     try:
         import fcntl
     except ImportError:  # Windows
@@ -153,13 +193,19 @@ def _lock(fd: int, output: Path, lock: Path) -> None:
     except OSError as error:
         if error.errno not in UNLOCKABLE:
             raise
-        if not _warned_unlocked:
-            _warned_unlocked = True
-            warnings.warn(
-                f"{lock}: the filesystem cannot lock ({error}); merging without the lock "
-                "(merges of one output must then not run at once)",
-                stacklevel=1,
-            )
+        _unlocked(lock, error)
+
+
+def _unlocked(lock: Path, error: OSError) -> None:
+    """Warn (once a process) that merges go on without the lock."""
+    global _warned_unlocked
+    if not _warned_unlocked:
+        _warned_unlocked = True
+        warnings.warn(
+            f"{lock}: cannot lock ({error}); merging without the lock (merges of one output "
+            "must then not run at once)",
+            stacklevel=3,
+        )
 
 
 def _select(output: Path, parts: Sequence[Path]) -> tuple[list[Source], list[list[Piece]], list]:
