@@ -391,14 +391,15 @@ def main(argv: list[str]) -> int:
     # GNU OpenMP deadlocks a forked child that uses a thread pool its parent started: before a
     # fork this process computes on one thread (no pool); the forked ranks set their own
     parent_threads = 1 if forks_ranks(args.strategy) else args.threads
+    one_line = (ConfigError, CheckpointError, EventsError, OSError)  # reported without traceback
     try:
         with torch_threads(parent_threads):
             return run(args, threads)
-    except (ConfigError, CheckpointError, EventsError, OSError) as error:
+    except one_line as error:
         print(f"eventsnn batch: error: {error}", file=sys.stderr)
         return 2
     except ProcessRaisedException as error:  # a forked rank's error, with its traceback
-        reported, code = _rank_error(str(error))
+        reported, code = _rank_error(str(error), one_line)
         print(f"eventsnn batch: error: {reported}", file=sys.stderr)
         return code
     except ProcessExitedException as error:  # a forked rank killed (say, out of memory)
@@ -406,15 +407,11 @@ def main(argv: list[str]) -> int:
         return 2
 
 
-ONE_LINE_ERRORS = ("ConfigError", "CheckpointError", "EventsError", "OSError")
-"""Errors the command reports without a traceback (a forked rank's too), OSError's subclasses
-included."""
-
-
-def _rank_error(traceback: str) -> tuple[str, int]:
+def _rank_error(traceback: str, one_line: tuple[type, ...]) -> tuple[str, int]:
     """How the command reports a forked rank's `traceback` (as torch relays it), and its exit
-    code: the error's own lines and 2 for an error it reports that way when not forked, else
-    the whole traceback and 1, as an uncaught error in this process would give."""
+    code: the error's own lines and 2 for one of the `one_line` errors (by name; OSError's
+    builtin subclasses too), as when not forked, else the whole traceback and 1, as an uncaught
+    error in this process would give."""
     lines = traceback.strip().splitlines()
     frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
     start = frames[-1] + 1 if frames else 0
@@ -423,7 +420,9 @@ def _rank_error(traceback: str) -> tuple[str, int]:
     error = "\n".join(lines[start:])
     name = error.split(":", 1)[0].rsplit(".", 1)[-1]
     builtin = getattr(builtins, name, None)
-    if name in ONE_LINE_ERRORS or (isinstance(builtin, type) and issubclass(builtin, OSError)):
+    if name in {kind.__name__ for kind in one_line} or (
+        isinstance(builtin, type) and issubclass(builtin, one_line)
+    ):
         return error, 2
     return "a process failed:\n" + "\n".join(lines), 1
 
