@@ -216,11 +216,15 @@ def test_recordings_split_between_forked_ranks_equal_one_process(tmp_path, capsy
     checkpoint = make_checkpoint(tmp_path / "model.h5")
     folder = tmp_path / "recordings"
     folder.mkdir()
-    for i, suffix in enumerate((".es", ".npy", ".h5")):
-        write(folder / f"long{i}{suffix}", random_events(10 + i, 600_000, 9_000_000), SENSOR)
+    for i, (suffix, n) in enumerate(((".es", 1_200_000), (".npy", 600_000), (".h5", 600_000))):
+        write(folder / f"long{i}{suffix}", random_events(10 + i, n, 9_000_000), SENSOR)
     paths = sorted(str(path) for path in folder.iterdir() if path.suffix != ".json")
-    plan = plan_tasks(paths, 2, 1 << 20)  # all 3 are >= 1 MB: one whole to each rank, the
-    assert [(Path(t.path).suffix, t.part, t.parts) for t in plan][2:] == [  # third split
+    # all 3 are >= 1 MB (.npy 7.8, .es ~6, .h5 ~2.7): the two largest go whole, one to each
+    # rank, and the .h5 is split (splitting the .npy would leave one rank 9.9 MB, not 8.5)
+    plan = plan_tasks(paths, 2, 1 << 20)
+    assert [(Path(t.path).suffix, t.part, t.parts) for t in plan] == [
+        (".npy", 0, 1),
+        (".es", 0, 1),
         (".h5", 0, 2),
         (".h5", 1, 2),
     ]

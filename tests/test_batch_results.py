@@ -594,11 +594,27 @@ def test_plan_splits_only_the_large_recordings_left_over_when_dealt_whole(tmp_pa
     for name, size in sizes.items():
         (tmp_path / name).write_bytes(b"\0" * size)
         paths.append(str(tmp_path / name))
-    plan = plan_tasks(paths, 3, 1000)  # 4 large: 3 dealt whole, the last (in order) split
-    named = [(Path(t.path).name, t.part, t.parts) for t in plan]
+    plan = plan_tasks(paths, 3, 1000)  # 4 large: 3 dealt whole, the smallest of them split
+    named = [(Path(t.path).name, t.part, t.parts) for t in plan]  # (splitting a: as busy)
     assert named == [("a", 0, 1), ("d", 0, 1), ("c", 0, 1), ("b", 0, 1)] + [
         ("e", k, 3) for k in range(3)
     ]
     assert [t.index for t in plan] == list(range(7))
     assert all(t.parts == 1 for t in plan_tasks(paths, 2, 1000))  # 4 large, 2 processes
     assert all(t.parts == 1 for t in plan_tasks(paths, 3, 0) + plan_tasks(paths, 1, 1000))
+
+
+@pytest.mark.parametrize("big", ["a_big", "z_big"])  # first or last by name
+def test_plan_splits_what_balances_the_processes_whatever_the_names(tmp_path, big):
+    """1000 + 100 + 100 bytes on 2 processes: split the 1000 (600 each, not 1050 + 150);
+    1000 + 900 + 100: split the 100 (1050 + 950, not 1400 + 600)."""
+
+    def split_sizes(sizes: list[int]) -> list[int]:
+        paths = [tmp_path / name for name in (big, "m", "n")]
+        for path, size in zip(paths, sizes, strict=True):
+            path.write_bytes(b"\0" * size)
+        plan = plan_tasks(sorted(map(str, paths)), 2, 50)
+        return sorted({Path(task.path).stat().st_size for task in plan if task.parts == 2})
+
+    assert split_sizes([1000, 100, 100]) == [1000]
+    assert split_sizes([1000, 900, 100]) == [100]

@@ -1,0 +1,42 @@
+"""How `WindowDataset` puts windows and finished-recording records into batches."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from eventsnn.encoding.transforms import ToFrame
+from eventsnn.events import make_events, write
+from eventsnn.inference.dataset import RecordingTask, WindowDataset
+from eventsnn.inference.windows import WindowConfig
+
+SENSOR = (8, 8, 2)
+
+
+def test_a_record_follows_its_windows_and_waits_for_no_other_recording(tmp_path):
+    """Records of recordings without windows (here of another sensor) go at once, in batches
+    of their own, not with the next full batch; every record comes after all its windows."""
+    paths = []
+    for i, (sensor, n) in enumerate([(SENSOR, 11), *[((34, 34, 2), 1)] * 3, (SENSOR, 5)]):
+        t = np.arange(n) * 1000  # one event a 1 ms window
+        paths.append(tmp_path / f"rec{i}.npy")
+        write(paths[-1], make_events(np.ones(n), np.zeros(n), t, np.ones(n)), sensor)
+    tasks = [RecordingTask(i, str(path)) for i, path in enumerate(paths)]
+    transform = ToFrame(sensor_size=SENSOR, n_time_bins=2)
+    batches = list(WindowDataset(tasks, WindowConfig(duration_us=1000), [transform], SENSOR, 4))
+
+    seen: dict[int, int] = {}  # windows seen so far, per recording
+    arrivals = []  # (batch, recording) of each record
+    for b, batch in enumerate(batches):
+        for recording in batch["windows"]["recording"].tolist():
+            seen[recording] = seen.get(recording, 0) + 1
+        for record in batch["finished"]:
+            assert seen.get(record["recording"], 0) == record["n_windows"]  # all came before
+            arrivals.append((b, record["recording"]))
+    assert [seen.get(i, 0) for i in range(5)] == [11, 0, 0, 0, 5]
+    # recording 0's last 3 windows wait for a full batch (its record with them); 1-3 fail
+    # meanwhile and go alone, each in a window-less batch, before recording 4 fills the batch
+    failed = [b for b, recording in arrivals if recording in (1, 2, 3)]
+    assert all(batches[b]["x"] is None and len(batches[b]["finished"]) == 1 for b in failed)
+    assert failed == sorted(failed) and max(failed) < min(b for b, r in arrivals if r == 0)
+    assert sum(len(batch["finished"]) for batch in batches) == 5
+    assert [batch["x"].shape[1] for batch in batches if batch["x"] is not None] == [4, 4, 4, 4]
