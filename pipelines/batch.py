@@ -253,31 +253,40 @@ def run_metadata(args: Any, recipe: Any, paths: Sequence[str], started: float) -
     }
 
 
-def summary(output: str, paths: Sequence[str], skipped: int, seconds: float) -> tuple[str, int]:
-    """The final table over this run's recordings and the number of failed ones."""
+def summary(
+    output: str, todo: Sequence[str], done: Sequence[str], seconds: float
+) -> tuple[str, int]:
+    """The final table and the number of the run's recordings that failed, now or before (the
+    output holds their errors), or have no result (pieces of a split recording that never all
+    finished); windows, events and rate count this run's work (`todo`), not what was done."""
     from eventsnn.inference import iter_records
 
-    wanted = set(paths)
     keys = ("path", "status", "error", "n_events", "n_windows")
-    records = [r for r in iter_records(output, keys) if r.get("path") in wanted]
-    failed = [r for r in records if r.get("status") == "failed"]
-    events = sum(int(r.get("n_events", 0)) for r in records)
-    windows = sum(int(r.get("n_windows", 0)) for r in records)
-    processed = len(paths) - skipped
-    rate = events / seconds if seconds > 0 and processed else 0.0
+    wanted = {*todo, *done}
+    records = {r["path"]: r for r in iter_records(output, keys) if r.get("path") in wanted}
+    now = [records[path] for path in todo if path in records]
+    failed = [(r["path"], r["error"]) for r in records.values() if r.get("status") == "failed"]
+    failed += [(path, NO_RESULT) for path in todo if path not in records]
+    events = sum(int(r.get("n_events", 0)) for r in now)
     rows = [
-        ("recordings", len(paths)),
-        ("skipped (done before)", skipped),
-        ("processed now", processed),
+        ("recordings", len(wanted)),
+        ("skipped (done before)", len(done)),
+        ("processed now", len(todo)),
         ("failed", len(failed)),
-        ("windows", windows),
+        ("windows", sum(int(r.get("n_windows", 0)) for r in now)),
         ("events", events),
         ("seconds", f"{seconds:.2f}"),
-        ("events/s (this run)", f"{rate:.3g}"),
+        ("events/s (this run)", f"{events / seconds if seconds > 0 else 0.0:.3g}"),
     ]
     lines = [f"{name:<24}{value:>14}" for name, value in rows]
-    lines += [f"FAILED {_naming(r['path'], r['error'])}" for r in failed]
+    lines += [f"FAILED {_naming(path, error)}" for path, error in failed]
     return "\n".join(lines), len(failed)
+
+
+NO_RESULT = (
+    "no result was written (the pieces it was split into did not all finish: did the file "
+    "change during the run?); run again to redo it"
+)
 
 
 def _naming(path: str, error: str) -> str:
@@ -364,11 +373,12 @@ def run(args: Any, threads: int | None = None) -> int:
         with decoding_threads(1 + args.readers):
             trainer.predict(predictor, datamodule=data, return_predictions=False)
         rank = trainer.global_rank
-    elif parts_dir(args.output).exists() and rank == 0:
-        merge(args.output, {**metadata, "seconds": time.time() - started})
+    elif parts_dir(args.output).exists() and rank == 0:  # a killed run's parts, all done
+        timing = {"seconds": time.time() - started, "predict_seconds": 0.0}
+        merge(args.output, {**metadata, **timing, "complete": True})
     if rank != 0:
         return 0
-    table, failed = summary(args.output, paths, len(done), time.time() - started)
+    table, failed = summary(args.output, todo, done, time.time() - started)
     print(table)
     return 1 if failed else 0
 

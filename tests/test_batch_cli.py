@@ -21,6 +21,7 @@ from eventsnn.checkpoint import load_model, read_checkpoint, save, write_checkpo
 from eventsnn.events import make_events, read, write
 from eventsnn.events.formats import hdf5, hdf5_chunks
 from eventsnn.inference import iter_records, parts_dir, read_recording
+from eventsnn.inference import writer as batch_writer
 from eventsnn.inference.parts import RecordingPart, commit_parts
 from eventsnn.models import SpikingClassifier
 from pipelines import batch
@@ -182,9 +183,13 @@ def test_resume_skips_done_and_redoes_changed_files(setup, capsys):
     assert output.read_bytes() == before  # nothing to do: the file is left as it was
     write(folder / "r4.es", random_events(99, 500, 20_000), SENSOR)
     run(setup, output, inputs=inputs)
-    assert re.search(r"processed now\s+1\n", capsys.readouterr().out)
+    table = capsys.readouterr().out
     second = {r["path"]: r for r in iter_records(output)}
     changed = str(folder / "r4.es")
+    assert re.search(r"processed now\s+1\n", table)  # the counts are this run's: r4.es alone
+    assert re.search(r"^events\s+500$", table, re.MULTILINE)
+    assert re.search(rf"^windows\s+{second[changed]['n_windows']}$", table, re.MULTILINE)
+    assert re.search(r"^failed\s+4$", table, re.MULTILINE)  # the broken files, failed before
     assert (
         second[changed]["n_events"] == 500
         and second[changed]["checksum"] != first[changed]["checksum"]
@@ -198,6 +203,41 @@ def test_resume_skips_done_and_redoes_changed_files(setup, capsys):
     assert re.search(r"processed now\s+7\n", capsys.readouterr().out)
     with h5py.File(output, "r") as file:
         assert len(json.loads(file.attrs["runs"])) == 1
+
+
+def test_a_resume_that_only_merges_a_killed_runs_parts_marks_the_output_complete(
+    setup, tmp_path, monkeypatch, capsys
+):
+    """Killed after its last commit, before merging: the re-run finds every recording done
+    and merges the parts, as a run that got to the end would (complete, with its timings)."""
+    output = tmp_path / "out.h5"
+    inputs = str(setup["folder"] / "r0.npy")
+    with monkeypatch.context() as patch:
+        patch.setattr(batch_writer.ResultsWriter, "_merge", lambda self, complete: None)
+        run(setup, output, inputs=inputs)
+    assert not output.exists() and parts_dir(output).exists()
+    assert run(setup, output, inputs=inputs) == 0
+    assert re.search(r"skipped \(done before\)\s+1\n", capsys.readouterr().out)
+    assert not parts_dir(output).exists()
+    with h5py.File(output, "r") as file:
+        assert file.attrs["complete"] and file.attrs["predict_seconds"] == 0.0
+        (only,) = json.loads(file.attrs["runs"])
+        assert only["complete"] and only["seconds"] > 0
+    assert [r["path"] for r in iter_records(output)] == [inputs]
+
+
+def test_the_summary_fails_a_recording_with_no_result(setup, tmp_path):
+    """A recording of the run with no row in the output (pieces of a split recording that never
+    all finished) counts as failed, named with why; one done before is not redone or counted."""
+    output = tmp_path / "out.h5"
+    done = str(setup["folder"] / "r0.npy")
+    run(setup, output, inputs=done)
+    lost = str(setup["folder"] / "r1.h5")
+    table, failed = batch.summary(str(output), [lost], [done], 2.0)
+    assert failed == 1
+    assert f"FAILED {lost}: {batch.NO_RESULT}" in table.splitlines()
+    assert re.search(r"^recordings\s+2$", table, re.MULTILINE)
+    assert re.search(r"^events\s+0$", table, re.MULTILINE)
 
 
 def test_results_of_an_older_format_are_refused_clearly(setup, tmp_path, capsys):
