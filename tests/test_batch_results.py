@@ -528,6 +528,42 @@ def test_windows_of_another_shape_fail_their_recordings_not_the_merge(tmp_path):
         assert np.isnan(read_recording(file, "/data/b.npy")["mean_probabilities"]).all()
 
 
+@pytest.mark.parametrize("misfit", [0, 1])  # the piece whose windows have three classes
+def test_a_split_recording_with_a_piece_of_another_shape_fails_whole_without_windows(
+    tmp_path, misfit
+):
+    """None of its pieces' windows is merged (the others fit): every window row of the results
+    belongs to the recording that counts it, and the recording's error names the piece's file."""
+    output = tmp_path / "out.h5"
+    folder = parts_dir(output) / "rank-0"
+    folder.mkdir(parents=True)
+
+    def piece(path: str, windows: int, part: int = 0, parts: int = 1) -> RecordingPart:
+        classes = 3 if (parts, part) == (2, misfit) else 2
+        recording = RecordingPart(folder, path, part=part, parts=parts)
+        probabilities = np.full((windows, classes), 1 / classes, dtype=np.float32)
+        recording.append({"probabilities": probabilities, "predicted": np.zeros(windows, int)})
+        recording.finish({"path": path, "checksum": "c", "error": ""}, [])
+        return recording
+
+    commit_parts(folder, [piece("/data/a.npy", 5), piece("/data/long.h5", 4, 1 - misfit, 2)])
+    other = commit_parts(folder, [piece("/data/long.h5", 6, misfit, 2)])
+    assert merge(output, {"mode": "predict"}) == 2
+    with h5py.File(output, "r") as file:
+        check_tables(file)
+        counts = file["recordings/n_windows"][()]
+        recording = file["windows/recording"][()]
+        assert len(recording) == counts.sum() == 5  # a.npy's windows alone
+        np.testing.assert_array_equal(np.bincount(recording, minlength=len(counts)), counts)
+        np.testing.assert_allclose(file["windows/probabilities"][()], np.full((5, 2), 0.5))
+    records = {r["path"]: r for r in iter_records(output)}
+    assert (records["/data/a.npy"]["status"], records["/data/a.npy"]["n_windows"]) == ("done", 5)
+    long = records["/data/long.h5"]
+    assert (long["status"], long["n_windows"], long["predicted"]) == ("failed", 0, -1)
+    assert long["error"].startswith(f"/data/long.h5: its windows' columns in {other.name} (")
+    assert "probabilities float32[3]" in long["error"]
+
+
 def test_a_split_recording_that_cannot_be_read_keeps_its_older_result(tmp_path):
     """Every piece failed before reading (no checksum): like a whole one, it does not replace
     the result of a run that could read the file."""

@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -267,13 +268,18 @@ def _unread(candidate: Candidate) -> bool:
 
 
 def _write(target: h5py.File, sources: Sequence[Source], joined: Sequence[list[Piece]]) -> int:
-    """Write the taken rows of `sources`, then the joined pieces; return the recordings count."""
+    """Write the taken rows of `sources`, then the joined pieces; return the recordings count.
+
+    A set of rows (a source's taken rows, or the pieces of a split recording) with a source
+    whose windows do not fit the results' columns fails whole and gives no window rows: the
+    table's rows are counted from the same sets that are copied.
+    """
     schema, misfits = _schema(sources, joined)
-    fits = [s for s in sources if id(s) not in misfits]
-    total = int(sum(s.records["n_windows"][s.taken].sum() for s in fits))
-    total += sum(
-        s.records["n_windows"][row] for p in joined for s, row in p if id(s) not in misfits
-    )
+    sets = [([(s, row) for row in s.taken], False) for s in sources if s.taken]
+    sets += [(pieces, True) for pieces in joined]
+    why = [_misfit(pieces, misfits, schema) for pieces, _ in sets]  # None: copied
+    copied = [pieces for (pieces, _), reason in zip(sets, why, strict=True) if reason is None]
+    total = sum(int(s.records["n_windows"][row]) for pieces in copied for s, row in pieces)
     windows = target.create_group(WINDOWS)
     for name, (dtype, shape) in {**schema, "recording": (np.int64, ())}.items():
         windows.create_dataset(name, shape=(total, *shape), dtype=dtype)
@@ -282,32 +288,23 @@ def _write(target: h5py.File, sources: Sequence[Source], joined: Sequence[list[P
         windows["firing_rates"].attrs["layer_names"] = layer_names
     tables: list[dict[str, np.ndarray]] = []
     at = 0
-    for source in sources:
-        if not source.taken:
-            continue
-        rows = np.array(source.taken)
+    for (pieces, split), reason in zip(sets, why, strict=True):
+        source, rows = pieces[0][0], np.array([row for _, row in (pieces[:1] if split else pieces)])
         table = {k: v[rows] for k, v in source.records.items() if k not in PIECE_COLUMNS}
-        if id(source) in misfits:
-            tables.append(_failed(table, _misfit(source, schema), at))
+        if reason is not None:
+            tables.append(_failed(table, reason, at))
             continue
-        counts = source.records["n_windows"][rows]
-        table["first_window"] = at + np.cumsum(counts) - counts
-        with h5py.File(source.tables.path, "r") as file:
-            for start, stop in _runs(source.records["first_window"][rows], counts):
-                _copy(file[WINDOWS], start, stop, windows, at)
-                at += stop - start
-        tables.append(table)
-    for pieces in joined:
-        misfit = next((s for s, _ in pieces if id(s) in misfits), None)
-        tables.append(
-            _join(pieces, windows, at, None if misfit is None else _misfit(misfit, schema))
-        )
-        at += tables[-1]["n_windows"][0]
+        start, at = at, _copy_windows(pieces, windows, at)
+        tables.append(_join(table, pieces, windows, start, at) if split else _placed(table, start))
     return _write_records(target, tables, schema)
 
 
-def _misfit(source: Source, schema: Schema) -> str:
-    """Why a source's windows cannot join the results' table."""
+def _misfit(pieces: Sequence[Piece], misfits: set[int], schema: Schema) -> str | None:
+    """Why the rows `pieces` cannot join the results' table (the windows of a source, the first
+    of them among `misfits`, have other columns), or None if they can."""
+    source = next((s for s, _ in pieces if id(s) in misfits), None)
+    if source is None:
+        return None
     return (
         f"its windows' columns in {source.tables.path.name} ({_describe(source.tables.schema)}) "
         f"differ from the results' ({_describe(schema)}): one results file holds one shape "
@@ -371,23 +368,36 @@ def _copy(source: h5py.Group, start: int, stop: int, target: h5py.Group, at: int
             dataset[at + begin - start : at + end - start] = column[begin:end]
 
 
+def _copy_windows(pieces: Sequence[Piece], windows: h5py.Group, at: int) -> int:
+    """Copy the windows of the rows `pieces` (in order) to row `at` of `windows`, a run of
+    consecutive rows of one file at a time; return the row after them."""
+    for _, group in groupby(pieces, key=lambda piece: id(piece[0])):
+        group = list(group)
+        source, rows = group[0][0], [row for _, row in group]
+        counts = source.records["n_windows"][rows]
+        if not counts.any():
+            continue
+        with h5py.File(source.tables.path, "r") as file:
+            for start, stop in _runs(source.records["first_window"][rows], counts):
+                _copy(file[WINDOWS], start, stop, windows, at)
+                at += stop - start
+    return at
+
+
+def _placed(table: dict[str, np.ndarray], at: int) -> dict[str, np.ndarray]:
+    """The table's rows with their windows copied one after the other from row `at`."""
+    counts = table["n_windows"]
+    table["first_window"] = at + np.cumsum(counts) - counts
+    return table
+
+
 def _join(
-    pieces: Sequence[Piece], windows: h5py.Group, at: int, misfit: str | None = None
+    table: dict[str, np.ndarray], pieces: Sequence[Piece], windows: h5py.Group, start: int, at: int
 ) -> dict[str, np.ndarray]:
-    """Copy the windows of a split recording's pieces (in part order) to row `at`; its one row
-    of /recordings as an unsplit run writes it: counts summed, predictions over all rows (a
-    failure, `misfit`, if a piece's windows do not fit the results' columns)."""
-    record = {k: v[pieces[0][1]] for k, v in pieces[0][0].records.items() if k in RECORD_COLUMNS}
-    if misfit is not None:
-        return _failed({k: np.array([v]) for k, v in record.items()}, misfit, at)
-    start = at
-    for source, row in pieces:
-        count = int(source.records["n_windows"][row])
-        first = int(source.records["first_window"][row])
-        if count:
-            with h5py.File(source.tables.path, "r") as file:
-                _copy(file[WINDOWS], first, first + count, windows, at)
-        at += count
+    """The one /recordings row of a split recording (`table`: its first piece's row) whose
+    pieces' windows are rows [start, at), as an unsplit run writes it: counts summed,
+    predictions over all rows."""
+    record = {name: table[name][0] for name in RECORD_COLUMNS}
     for name, join in (("n_windows", sum), ("n_events", max), ("seconds", sum)):
         record[name] = join(source.records[name][row] for source, row in pieces)
     failed = [(s, row) for s, row in pieces if s.records["status"][row] == STATUS_FAILED]
