@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -306,11 +307,13 @@ def test_pieces_join_only_with_pieces_of_the_same_split_and_damage_is_skipped(tm
         recording.append({"index": np.array([part]), "probabilities": probabilities,
                           "predicted": np.array([1])})  # fmt: skip
         recording.finish({"path": "/data/long.h5", "checksum": "c", "n_windows": 1}, [])
-        commit_parts(folder, [recording])
+        real = commit_parts(folder, [recording])
     damaged = folder / "99999999999999999999-1-000000.h5"  # the newest
-    with h5py.File(damaged, "w") as file:
-        file["recordings/path"] = ["/data/long.h5"]  # and no other column
-    with pytest.warns(UserWarning, match="99999999999999999999-1-000000.h5: skipped"):
+    shutil.copyfile(real, damaged)  # a part file of this format, one column lost
+    with h5py.File(damaged, "r+") as file:
+        del file["recordings/checksum"]
+    skipped = r"99999999999999999999-1-000000.h5: skipped, .*/recordings has no column 'checksum'"
+    with pytest.warns(UserWarning, match=skipped):
         assert merge(output, {"mode": "predict"}) == 1
     (record,) = iter_records(output)
     assert record["n_windows"] == 2 and record["predicted"] == 1
