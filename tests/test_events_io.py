@@ -8,6 +8,7 @@ from pathlib import Path
 
 import expelliarmus
 import faery
+import h5py
 import numpy as np
 import pytest
 
@@ -16,12 +17,13 @@ from eventsnn.events import (
     EventsError,
     empty_events,
     iter_chunks,
+    iter_packets,
     make_events,
     read,
     time_index,
     write,
 )
-from eventsnn.events.formats import base, hdf5, npy
+from eventsnn.events.formats import base, gen1_dat, hdf5, npy
 from eventsnn.events.formats.regroup import by_count, by_duration
 
 SENSOR = (40, 30, 2)
@@ -278,6 +280,56 @@ def test_unsupported_dat_event_type(tmp_path):
     path.write_bytes(b"% Version 2\n" + bytes([0x0E, 8]) + bytes(16))
     with pytest.raises(EventsError, match="imu.dat: unsupported DAT event type 0x0E"):
         read(path)
+
+
+def with_bad_event(tmp_path, name: str, field: str, bad: int) -> tuple[Path, np.ndarray, str]:
+    """30k events in a file whose event `bad` is off SENSOR (field x) or earlier than the one
+    before it (field t), written past `write` (which refuses both); the error to expect."""
+    events = random_events(n=30_000, seed=8)
+    t = events["t"]
+    if field == "x":
+        value = SENSOR[0]
+        error = (
+            f"field 'x' out of the sensor: event {bad} has x=40, sensor size {SENSOR} allows 0..39"
+        )
+    else:
+        value, before = t[bad - 1] - 1, f"t={t[bad - 1]} of event {bad - 1}"
+        error = f"field 't' is not sorted: event {bad} has t={value} < {before}"
+    path = tmp_path / f"bad.{SUFFIX[name]}"
+    if name == "hdf5":
+        write(path, events, SENSOR)
+        with h5py.File(path, "r+") as f:
+            f[hdf5.GROUP][field][bad] = value
+    events[field][bad] = value
+    if name == "npy":
+        np.save(path, events)  # no sidecar: the sensor size is the one given
+    elif name == "dat":  # Gen1, no geometry in the header: the sensor size is the one given
+        gen1 = np.zeros(len(events), dtype=[("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "u1")])
+        for column in ("t", "x", "y", "p"):
+            gen1[column] = events[column]
+        expelliarmus.Wizard(encoding="dat").save(path, gen1)
+    return path, events, f"{path}: {error}"
+
+
+@pytest.mark.parametrize(
+    ("name", "field"), [("npy", "x"), ("npy", "t"), ("hdf5", "x"), ("hdf5", "t"), ("dat", "x")]
+)  # expelliarmus would make a DAT's timestamps monotonic
+@pytest.mark.parametrize("bad", [20_000, 23_456])  # the first of a packet of 1000, inside one
+def test_a_bad_event_is_named_by_its_index_in_the_file_whatever_the_start(
+    tmp_path, monkeypatch, name, field, bad
+):
+    """Read from a time in the middle (as a piece of a split recording is) or from the start,
+    the error names the file and the bad event's index in the whole file, in the same words."""
+    for module in (hdf5, npy, gen1_dat):
+        monkeypatch.setattr(module, "CHUNK_EVENTS", 1000)
+    path, events, error = with_bad_event(tmp_path, name, field, bad)
+    for t_start in (None, int(events["t"][bad - 1_700])):
+        with pytest.raises(EventsError) as raised:
+            list(iter_packets(path, sensor_size=SENSOR, t_start=t_start))
+        assert str(raised.value) == error
+        with pytest.raises(EventsError) as raised:
+            read(path, sensor_size=SENSOR, t_start=t_start)
+        assert str(raised.value) == error
 
 
 def test_write_rejects_bad_events_naming_the_file(tmp_path):

@@ -77,11 +77,14 @@ def as_sensor_size(sensor_size: Sequence[int]) -> SensorSize:
     return (w, h, p)
 
 
-def validate(events: np.ndarray, sensor_size: Sequence[int] | None = None) -> np.ndarray:
+def validate(
+    events: np.ndarray, sensor_size: Sequence[int] | None = None, offset: int = 0
+) -> np.ndarray:
     """Check dtype, time order and coordinates; return the events or raise EventsError.
 
     Called once at every boundary that takes events; inner code trusts validated arrays.
-    The error names the field and the index of the first bad event.
+    The error names the field and the index of the first bad event, plus `offset` (the index
+    of `events[0]` in a file read piece by piece).
     """
     if not isinstance(events, np.ndarray) or events.dtype.names is None:
         raise EventsError(
@@ -105,8 +108,8 @@ def validate(events: np.ndarray, sensor_size: Sequence[int] | None = None) -> np
         if bad.size:
             i = int(bad[0]) + 1
             raise EventsError(
-                f"field 't' is not sorted: event {i} has t={int(t[i])} < t={int(t[i - 1])} "
-                f"of event {i - 1}"
+                f"field 't' is not sorted: event {offset + i} has t={int(t[i])} "
+                f"< t={int(t[i - 1])} of event {offset + i - 1}"
             )
     if sensor_size is not None:
         w, h, _ = as_sensor_size(sensor_size)
@@ -116,8 +119,8 @@ def validate(events: np.ndarray, sensor_size: Sequence[int] | None = None) -> np
             if bad.size:
                 i = int(bad[0])
                 raise EventsError(
-                    f"field {name!r} out of the sensor: event {i} has {name}={int(col[i])}, "
-                    f"sensor size {tuple(sensor_size)} allows 0..{limit - 1}"
+                    f"field {name!r} out of the sensor: event {offset + i} has "
+                    f"{name}={int(col[i])}, sensor size {tuple(sensor_size)} allows 0..{limit - 1}"
                 )
     return events
 

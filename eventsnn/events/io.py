@@ -14,7 +14,7 @@ A corrupt, cut or unknown file raises `EventsError` naming the file and what is 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from os import PathLike
 from pathlib import Path
@@ -43,12 +43,21 @@ VENDOR_POLARITIES = 2
 
 
 class _Progress:
-    """What a pass over a file found out: events so far, last timestamp, damage seen."""
+    """What a pass over a file found out: events so far, last timestamp, damage seen.
 
-    def __init__(self) -> None:
+    `skipped` tells how many events of the file precede the pass's first (a pass from a time
+    may seek there); it is asked only to name a bad event by its index in the whole file.
+    """
+
+    def __init__(self, skipped: Callable[[], int] = lambda: 0) -> None:
+        self.skipped = skipped
         self.n_events = 0
         self.last_t: int | None = None
         self.truncated = False
+
+    def next_index(self) -> int:
+        """The index in the file of the next event the pass decodes."""
+        return self.skipped() + self.n_events
 
 
 def _report_damage(path: Path, damage: str, partial: bool, progress: _Progress) -> None:
@@ -109,16 +118,18 @@ def _checked_packets(
 def _validate_packet(
     path: Path, packet: np.ndarray, sensor_size: SensorSize | None, progress: _Progress
 ) -> None:
-    first = progress.n_events
     try:
         validate(packet, sensor_size)
-    except EventsError as error:
-        where = f" (event indices counted from event {first} of the file)" if first else ""
-        raise EventsError(f"{path}: {error}{where}") from None
+    except EventsError:  # checked again to name the bad event by its index in the file
+        try:
+            validate(packet, sensor_size, offset=progress.next_index())
+        except EventsError as error:
+            raise EventsError(f"{path}: {error}") from None
     if len(packet) == 0:
         return
     t = packet["t"]
     if progress.last_t is not None and t[0] < progress.last_t:
+        first = progress.next_index()
         raise EventsError(
             f"{path}: field 't' is not sorted: event {first} has t={int(t[0])} "
             f"< t={progress.last_t} of event {first - 1}"
@@ -140,6 +151,18 @@ def _resolve_size(
     if given is not None:
         return given, "argument"
     return None, "inferred from max coordinates"
+
+
+def _skipped(opened: OpenedFile, t_start: int | None) -> Callable[[], int]:
+    """How many events a pass from `t_start` skips: a reader that seeks by time (one with a
+    time index) starts at the first event at or after `t_start`; the others decode, and
+    count, the file from its first event. Asked only for an error: it costs a search."""
+
+    def skipped() -> int:
+        index = None if t_start is None or opened.time_index is None else opened.time_index()
+        return 0 if index is None else index.events_before(t_start)
+
+    return skipped
 
 
 def _infer_size(path: Path, events: np.ndarray) -> SensorSize:
@@ -179,7 +202,7 @@ def read(
     given = None if sensor_size is None else as_sensor_size(sensor_size)
     opened = open_events_file(path, format, given)
     size, source = _resolve_size(path, opened.sensor_size, given)
-    progress = _Progress()
+    progress = _Progress(_skipped(opened, t_start))
     if opened.read_range is not None and opened.damage is None:
         events = opened.read_range(t_start, t_stop)
         _validate_packet(path, events, size, progress)
@@ -244,12 +267,14 @@ def iter_packets(
 ) -> Iterator[np.ndarray]:
     """A file's events as its decoder yields them, checked (see `iter_chunks`), from the
     first event at or after `t_start` (formats that seek by time go there without decoding
-    what is before): packets of any size, for readers that regroup them."""
+    what is before): packets of any size, for readers that regroup them. An error names a bad
+    event by its index in the whole file, wherever the reading started."""
     path = Path(path)
     given = None if sensor_size is None else as_sensor_size(sensor_size)
     opened = open_events_file(path, format, given)
     checked_size, _ = _resolve_size(path, opened.sensor_size, given)
-    return _checked_packets(path, opened, checked_size, t_start, None, partial, _Progress())
+    progress = _Progress(_skipped(opened, t_start))
+    return _checked_packets(path, opened, checked_size, t_start, None, partial, progress)
 
 
 def time_index(path: str | PathLike, format: str | None = None) -> TimeIndex | None:
