@@ -40,3 +40,25 @@ def test_a_record_follows_its_windows_and_waits_for_no_other_recording(tmp_path)
     assert failed == sorted(failed) and max(failed) < min(b for b, r in arrivals if r == 0)
     assert sum(len(batch["finished"]) for batch in batches) == 5
     assert [batch["x"].shape[1] for batch in batches if batch["x"] is not None] == [4, 4, 4, 4]
+
+
+def test_only_a_sensor_size_mismatch_is_told_the_models_sensor_size(tmp_path):
+    """The hint goes with the errors of another sensor size (the file's, or events off the
+    model's sensor), not with any error whose text says "sensor" (here in the folder name)."""
+    folder = tmp_path / "sensors_lab"
+    one = make_events([20], [1], [5], [1])
+    write(folder / "says.npy", one, (34, 34, 2))  # the file declares another sensor
+    write(folder / "off.npy", one, (34, 34, 2))
+    (folder / "off.npy.json").unlink()  # no declared size: the event is off the 8x8 sensor
+    (folder / "junk.npy").write_bytes(b"not events")
+    names = ["says.npy", "off.npy", "junk.npy"]
+    tasks = [RecordingTask(i, str(folder / name)) for i, name in enumerate(names)]
+    transform = ToFrame(sensor_size=SENSOR, n_time_bins=2)
+    dataset = WindowDataset(tasks, WindowConfig(duration_us=1000), [transform], SENSOR, 4)
+    errors = {r["path"][len(str(folder)) + 1 :]: r["error"] for b in dataset for r in b["finished"]}
+    hint = " (the checkpoint's model takes sensor size (8, 8, 2))"
+    assert errors["says.npy"].endswith(f"sensor_size=(8, 8, 2) was given{hint}")
+    assert "out of the sensor: event 0 has x=20" in errors["off.npy"]
+    assert errors["off.npy"].endswith(hint)
+    assert errors["junk.npy"].startswith(str(folder / "junk.npy"))
+    assert hint not in errors["junk.npy"]

@@ -20,6 +20,10 @@ class EventsError(ValueError):
     """Bad event input: names the file, field or event index that is wrong."""
 
 
+class SensorSizeError(EventsError):
+    """Events, or a file, that do not fit the sensor size asked for (say, a model's)."""
+
+
 def make_events(
     x: Sequence[int] | np.ndarray,
     y: Sequence[int] | np.ndarray,
@@ -118,7 +122,7 @@ def validate(
             bad = np.flatnonzero((col < 0) | (col >= limit))
             if bad.size:
                 i = int(bad[0])
-                raise EventsError(
+                raise SensorSizeError(
                     f"field {name!r} out of the sensor: event {offset + i} has "
                     f"{name}={int(col[i])}, sensor size {tuple(sensor_size)} allows 0..{limit - 1}"
                 )

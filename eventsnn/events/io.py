@@ -25,6 +25,7 @@ from eventsnn.events.core import (
     EventsError,
     Recording,
     SensorSize,
+    SensorSizeError,
     as_sensor_size,
     empty_events,
     validate,
@@ -124,7 +125,7 @@ def _validate_packet(
         try:
             validate(packet, sensor_size, offset=progress.next_index())
         except EventsError as error:
-            raise EventsError(f"{path}: {error}") from None
+            raise type(error)(f"{path}: {error}") from None
     if len(packet) == 0:
         return
     t = packet["t"]
@@ -144,7 +145,7 @@ def _resolve_size(
     """The sensor size to check events against, and where it came from."""
     if from_file is not None:
         if given is not None and given[:2] != from_file[:2]:
-            raise EventsError(
+            raise SensorSizeError(
                 f"{path}: the file says sensor size {from_file}, but sensor_size={given} was given"
             )
         return from_file, "file"

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from eventsnn.data.pipeline import Pipeline
-from eventsnn.events import EventsError, SensorSize
+from eventsnn.events import EventsError, SensorSize, SensorSizeError
 from eventsnn.inference.background import read_ahead
 from eventsnn.inference.results import file_checksum
 from eventsnn.inference.windows import Window, WindowConfig, iter_windows
@@ -172,7 +172,7 @@ class WindowDataset(IterableDataset):
                 raise EventsError(f"{task.path}: the recording holds no events")
         except Exception as error:  # a batch job records any failure and goes on
             record["error"] = _message(error)
-            if "sensor" in record["error"]:
+            if isinstance(error, SensorSizeError):
                 record["error"] += f" (the checkpoint's model takes sensor size {self.sensor_size})"
         record.update(n_events=n_events, n_windows=n_windows, seconds=time.perf_counter() - started)
         record["events_read"] = n_events - (first_event or 0)
