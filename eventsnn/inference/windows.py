@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eventsnn.data.errors import ConfigError
-from eventsnn.events import empty_events, iter_packets, time_index
+from eventsnn.events import iter_packets, time_index
 from eventsnn.events.formats.base import CHUNK_EVENTS
 
 
@@ -156,10 +156,10 @@ def _blocks(packets: Iterator[np.ndarray], size: int, base: int) -> Iterator[np.
             pending.append(packet[:take])
             count, packet = count + take, packet[take:]
             if count == target:
-                yield pending[0] if len(pending) == 1 else np.concatenate(pending)
+                yield _join(pending)
                 pending, count, target = [], 0, size
     if count:
-        yield pending[0] if len(pending) == 1 else np.concatenate(pending)
+        yield _join(pending)
 
 
 def _cut_all(cutter: _Cutter, chunks: Iterator[np.ndarray]) -> Iterator[Window]:
@@ -172,8 +172,9 @@ def _cut_all(cutter: _Cutter, chunks: Iterator[np.ndarray]) -> Iterator[Window]:
 class _Cutter:
     """Cuts the blocks of one recording into windows, keeping the events of unfinished ones.
 
-    Windows are views into a block; only windows that straddle two blocks are copied (the
-    kept tail joined with the head of the next block), not the blocks themselves.
+    Windows are views into a block; a window that straddles blocks is copied once: the blocks
+    it spans are kept as they come and joined when an event at or past its end arrives (or the
+    recording ends), so a window longer than a block costs its events, not a re-copy a block.
     """
 
     def __init__(
@@ -181,34 +182,46 @@ class _Cutter:
     ) -> None:
         """Cut from window k on, the first block starting at event `base` (a part)."""
         self.config = config
-        self.tail = empty_events()  # events from the start of window k on
-        self.base = self.covered = base  # index of tail[0]; events windowed
+        self.pending: list[np.ndarray] = []  # events from the start of window k on, in pieces
+        self.count = 0  # events pending
+        self.base = self.covered = base  # index of pending[0][0]; events windowed
         self.k = k  # next window
         self.t0 = t0
 
     def feed(self, block: np.ndarray) -> Iterator[Window]:
         """The windows completed by the next `block` of events."""
         self.t0 = int(block["t"][0]) if self.t0 is None else self.t0
-        if len(self.tail):
+        if self.pending:
+            if not self._completes(block):  # window k goes on after the block: join it later
+                self.pending.append(block)
+                self.count += len(block)
+                return
             head = self._head(block)
-            yield from self._cut(np.concatenate((self.tail, block[:head])))
-            if len(self.tail) <= head:  # what is left starts in the block: go on there, uncopied
-                block = block[head - len(self.tail) :]
-            else:  # the block ended inside the windows that started in the tail
-                block = np.concatenate((self.tail, block[head:]))
+            yield from self._cut(_join([*self.pending, block[:head]]))
+            # what is left starts in the block: go on there, uncopied; else the block ended
+            # inside the windows that started before it (head is all of it, none is left)
+            block = block[head - self.count :] if self.count <= head else block[:0]
         if len(block):
             yield from self._cut(block)
-        self.tail = self.tail.copy()  # frees the block
+        self.pending = [piece.copy() for piece in self.pending]  # frees the block
+
+    def _completes(self, block: np.ndarray) -> bool:
+        """Whether the block completes window k, the first of the pending events'."""
+        end = _start(self.config, self.k, self.t0) + self.config.length
+        if self.config.by_time:
+            return int(block["t"][-1]) >= end
+        return self.base + self.count + len(block) >= end
 
     def _head(self, block: np.ndarray) -> int:
-        """How many of the block's events complete the windows that start in the tail."""
+        """How many of the block's events complete the windows that start in the pending ones."""
         config, stride = self.config, self.config.stride
         if config.by_time:
-            last = (int(self.tail["t"][-1]) - self.t0) // stride  # last window starting in tail
+            latest = int(self.pending[-1]["t"][-1])
+            last = (latest - self.t0) // stride  # last window starting in the pending events
             end = self.t0 + last * stride + config.length  # all its events, then one more
             return min(len(block), int(np.searchsorted(block["t"], end, side="left")) + 1)
-        last = (self.base + len(self.tail) - 1) // stride
-        return min(len(block), max(0, last * stride + config.length - self.base - len(self.tail)))
+        last = (self.base + self.count - 1) // stride
+        return min(len(block), max(0, last * stride + config.length - self.base - self.count))
 
     def _cut(self, buffer: np.ndarray, final: bool = False) -> Iterator[Window]:
         """Yield the windows complete in `buffer` (events from window k on); keep the rest.
@@ -222,17 +235,23 @@ class _Cutter:
             self.covered = base + hi
             yield Window(index, *_range(config, index, t0, t[lo:hi]), base + lo, buffer[lo:hi])
         drop = _start_in(config, self.k, t0, t, base)
-        self.tail, self.base = buffer[drop:], base + drop
+        self.pending = [buffer[drop:]] if drop < len(buffer) else []
+        self.count, self.base = len(buffer) - drop, base + drop
 
     def close(self) -> Iterator[Window]:
         """The recording ended: the last complete windows, then the first incomplete window if
         it holds events no earlier window held."""
-        if len(self.tail):
-            yield from self._cut(self.tail, final=True)
-        if self.t0 is None or self.base + len(self.tail) <= self.covered:
+        if self.pending:
+            yield from self._cut(_join(self.pending), final=True)
+        if self.t0 is None or self.base + self.count <= self.covered:
             return
-        k = self.k  # the tail starts at window k (its earlier events were windowed and dropped)
-        yield Window(k, *_range(self.config, k, self.t0, self.tail["t"]), self.base, self.tail)
+        k, tail = self.k, self.pending[0]  # window k's events (the earlier ones were dropped)
+        yield Window(k, *_range(self.config, k, self.t0, tail["t"]), self.base, tail)
+
+
+def _join(pieces: list[np.ndarray]) -> np.ndarray:
+    """The pieces as one array, copied only if there are several."""
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
 Windows = tuple[np.ndarray, np.ndarray, np.ndarray, int]
