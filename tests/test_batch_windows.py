@@ -155,6 +155,63 @@ def test_count_windows_equal_numpy_slices(recording, length, overlap, block):
     assert windows[-1].first_event + len(windows[-1].events) == len(events)
 
 
+def random_recording(rng: np.random.Generator) -> np.ndarray:
+    """Up to 80 events: spread over 400 us, on few distinct times, or in two bursts 5 ms apart."""
+    n = int(rng.integers(1, 80))
+    t = [
+        rng.integers(0, 400, n),
+        rng.integers(0, 20, n) * 25,
+        np.r_[rng.integers(0, 60, n // 2), rng.integers(5000, 5060, n - n // 2)],
+    ][int(rng.integers(0, 3))]
+    return make_events(
+        rng.integers(0, 16, n), rng.integers(0, 16, n), np.sort(t), rng.random(n) < 0.5
+    )
+
+
+def random_config(rng: np.random.Generator) -> WindowConfig:
+    """Time windows from 1 us to longer than any recording (6 ms), or windows of 1 to 100
+    events; half of them overlap."""
+    by_time = rng.random() < 0.7
+    length = int(rng.integers(1, 6000 if by_time and rng.random() < 0.5 else 100))
+    overlap = int(rng.integers(0, length)) if rng.random() < 0.5 else 0
+    if by_time:
+        return WindowConfig(duration_us=length, overlap=overlap)
+    return WindowConfig(n_events=length, overlap=overlap)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_windows_over_many_blocks_equal_numpy_slices(tmp_path, seed):
+    """Random recordings read in blocks of a few events, so most windows span many blocks (some
+    the whole recording), whole and split into parts, against the hand-made truth."""
+    rng = np.random.default_rng(seed)
+    for trial in range(40):
+        events, config = random_recording(rng), random_config(rng)
+        t, block = events["t"], int(rng.choice([1, 2, 3, 7]))
+        path = tmp_path / f"rec{trial}{('.npy', '.h5')[trial % 2]}"
+        write(path, events, SENSOR)
+        windows = list(iter_windows(path, config, block_events=block))
+        keys = t if config.by_time else np.arange(len(events))
+        expected = expected_windows(keys, config.length, config.stride)
+        assert len(windows) == len(expected), (trial, config, block)
+        for window, truth in zip(windows, expected, strict=True):
+            np.testing.assert_array_equal(window.events, events[truth])
+            assert window.first_event == truth[0]
+            if config.by_time:
+                assert window.t_start == t[0] + window.index * config.stride
+                in_range = (t >= window.t_start) & (t < window.t_stop)
+                assert np.flatnonzero(in_range).tolist() == truth.tolist()
+            else:
+                assert window.first_event == window.index * config.stride
+        assert all(np.diff([w.index for w in windows]) > 0)
+        whole = _as_tuples(windows)
+        for parts in (2, 3):
+            split = (
+                iter_windows(path, config, block_events=block, part=k, parts=parts)
+                for k in range(parts)
+            )
+            assert [w for part in split for w in _as_tuples(part)] == whole
+
+
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [
