@@ -30,14 +30,14 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser
-from jsonargparse.typing import NonNegativeFloat, NonNegativeInt
+from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt
 
 from eventsnn.events.formats import SUFFIX_FORMAT
 
@@ -75,8 +75,10 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="encoding transforms (class_path/init_args list) instead of the checkpoint's",
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="windows per batch")
-    parser.add_argument("--num-workers", type=int, default=0, help="data-loader workers a rank")
+    parser.add_argument("--batch-size", type=PositiveInt, default=32, help="windows per batch")
+    parser.add_argument(
+        "--num-workers", type=NonNegativeInt, default=0, help="data-loader workers a rank"
+    )
     parser.add_argument(
         "--readers",
         type=NonNegativeInt,
@@ -100,8 +102,8 @@ def build_parser() -> ArgumentParser:
         "batch); a kill loses at most this much finished work, which the next run redoes",
     )
     parser.add_argument("--accelerator", type=str, default="cpu")
-    parser.add_argument("--devices", type=int, default=1, help="processes (devices) a node")
-    parser.add_argument("--num-nodes", "--num_nodes", type=int, default=1, help="machines")
+    parser.add_argument("--devices", type=PositiveInt, default=1, help="processes (devices) a node")
+    parser.add_argument("--num-nodes", "--num_nodes", type=PositiveInt, default=1, help="machines")
     parser.add_argument(
         "--strategy",
         type=str,
@@ -112,7 +114,7 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument(
         "--threads",
-        type=int | None,
+        type=PositiveInt | None,
         default=None,
         help="torch threads a process for this run (default: torch's; 1 on a busy machine)",
     )
@@ -129,12 +131,17 @@ def expand_braces(pattern: str) -> list[str]:
     return [p for choice in match.group(1).split(",") for p in expand_braces(head + choice + tail)]
 
 
-def find_recordings(inputs: Iterable[str]) -> list[str]:
+def find_recordings(inputs: Iterable[str], output: str | None = None) -> list[str]:
     """Absolute paths of the recordings the inputs name, sorted, each once.
 
     A folder gives every file under it with an event-file suffix, a pattern its matches with
     one (not the .json sidecars beside .npy files); a file named as it is is always taken.
+    The results file `output` and its part files are no recordings: left out when a folder or
+    a pattern finds them (an output kept beside its recordings), refused when named.
     """
+    from eventsnn.data.errors import ConfigError
+
+    ours = _results_files(output)
     found: set[str] = set()
     for item in inputs:
         if Path(item).is_dir():
@@ -142,9 +149,27 @@ def find_recordings(inputs: Iterable[str]) -> list[str]:
         elif glob.has_magic(item) or _BRACES.search(item):
             for pattern in expand_braces(item):
                 found.update(p for p in glob.glob(pattern, recursive=True) if _is_event_file(p))
+        elif ours(item):
+            raise ConfigError("inputs", f"{item} is the results file (--output) or in its parts")
         else:
             found.add(item)
-    return sorted({os.path.abspath(p) for p in found})  # a.npy and ./a.npy are one recording
+    # a.npy and ./a.npy are one recording
+    return sorted(path for path in {os.path.abspath(p) for p in found} if not ours(path))
+
+
+def _results_files(output: str | None) -> Callable[[str], bool]:
+    """A test of whether a path is the results file `output` or in its parts folder."""
+    from eventsnn.inference import parts_dir
+
+    if output is None:
+        return lambda path: False
+    results, parts = os.path.abspath(output), os.path.abspath(parts_dir(output))
+
+    def is_ours(path: str) -> bool:
+        path = os.path.abspath(path)
+        return path in (results, parts) or path.startswith(parts + os.sep)
+
+    return is_ours
 
 
 def _is_event_file(path: str | Path) -> bool:
@@ -294,14 +319,37 @@ def _naming(path: str, error: str) -> str:
     return error if error.startswith(path) else f"{path}: {error}"
 
 
+def make_trainer(args: Any, callbacks: list[Any]) -> Any:
+    """The Lightning trainer of the run; a setting it refuses (an unknown strategy, an
+    accelerator that is not there) is a ConfigError naming it."""
+    import pytorch_lightning as pl
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    from eventsnn.data.errors import ConfigError
+
+    try:
+        return pl.Trainer(
+            accelerator=args.accelerator,
+            devices=args.devices,
+            num_nodes=args.num_nodes,
+            strategy=args.strategy,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=callbacks,
+        )
+    except (ValueError, ImportError, MisconfigurationException) as error:
+        options = f"--accelerator {args.accelerator}, --devices {args.devices}, --strategy"
+        raise ConfigError(f"{options} {args.strategy}", str(error)) from None
+
+
 def run(args: Any, threads: int | None = None) -> int:
     """Set up from the checkpoint, predict over the pending recordings, print the summary.
 
     Each rank runs with `threads` torch threads (None: Lightning's choice). With a forking
     strategy this process is no rank: it forks them, waits, and prints the summary.
     """
-    import pytorch_lightning as pl
-
     from eventsnn.checkpoint import load_model
     from eventsnn.events import decoding_threads
     from eventsnn.inference import (
@@ -320,13 +368,10 @@ def run(args: Any, threads: int | None = None) -> int:
 
     started = time.time()
     rank = launcher_rank()
-    paths = find_recordings(args.inputs)
+    paths = find_recordings(args.inputs, args.output)
     if not paths:
         print(f"eventsnn batch: error: no recordings match {args.inputs}", file=sys.stderr)
         return 2
-    if args.overwrite and rank == 0:
-        Path(args.output).unlink(missing_ok=True)
-        shutil.rmtree(parts_dir(args.output), ignore_errors=True)
     model = load_model(args.checkpoint)
     window = None
     if args.window_us is not None or args.window_events is not None:
@@ -344,20 +389,8 @@ def run(args: Any, threads: int | None = None) -> int:
     # ranks started by an outside launcher (torchrun, SLURM) all go in, whatever each of them
     # found done: the plan is rank 0's, and one rank alone in `predict` would wait for ever
     if todo or int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        trainer = pl.Trainer(
-            accelerator=args.accelerator,
-            devices=args.devices,
-            num_nodes=args.num_nodes,
-            strategy=args.strategy,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[
-                ResultsWriter(args.output, metadata, args.progress, args.commit_seconds),
-                *rank_setup(threads),
-            ],
-        )
+        writer = ResultsWriter(args.output, metadata, args.progress, args.commit_seconds)
+        trainer = make_trainer(args, [writer, *rank_setup(threads)])
         data = WindowDataModule(
             todo,
             num_workers=args.num_workers,
@@ -370,6 +403,9 @@ def run(args: Any, threads: int | None = None) -> int:
             readers=args.readers,
         )
         predictor = WindowPredictor(None if args.encode_only else model, args.encode_only)
+        if args.overwrite and rank == 0:  # only now: a bad option must not cost the old results
+            Path(args.output).unlink(missing_ok=True)
+            shutil.rmtree(parts_dir(args.output), ignore_errors=True)
         with decoding_threads(1 + args.readers):
             trainer.predict(predictor, datamodule=data, return_predictions=False)
         rank = trainer.global_rank

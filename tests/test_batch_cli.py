@@ -416,6 +416,63 @@ def test_no_matching_inputs_is_a_clear_error(setup, tmp_path, capsys):
     assert "no recordings match" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--strategy", "no-such"],  # refused by Lightning's trainer
+        ["--accelerator", "gpu"],  # none on this machine
+        ["--overlap", str(WINDOW_US)],  # refused by the window config
+        ["--transform", '[{"class_path": "eventsnn.encoding.transforms.ToFrame"}]'],
+    ],
+)
+def test_overwrite_with_a_bad_setting_keeps_the_old_results(setup, tmp_path, capsys, bad):
+    """--overwrite removes the old results only once the job is set up: a setting refused on
+    the way (one line, exit 2) costs nothing."""
+    output = tmp_path / "out.h5"
+    inputs = str(setup["folder"] / "r0.npy")
+    assert run(setup, output, inputs=inputs) == 0
+    before = output.read_bytes()
+    capsys.readouterr()
+    window = ["--window-us", str(WINDOW_US)] if bad[0] == "--overlap" else []
+    assert run(setup, output, "--overwrite", *window, *bad, inputs=inputs) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("eventsnn batch: error: ") and error.count("\n") == 1
+    assert "Traceback" not in error
+    assert output.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--devices", "0"), ("--num-nodes", "0"), ("--threads", "0"), ("--batch-size", "0"),
+     ("--batch-size", "-1"), ("--num-workers", "-1")],
+)  # fmt: skip
+def test_counts_out_of_range_are_one_line_errors(setup, tmp_path, capsys, option, value):
+    assert run(setup, tmp_path / "o.h5", option, value) == 2
+    error = capsys.readouterr().err
+    key = option.removeprefix("--").replace("-", "_")
+    assert error.startswith("eventsnn batch: error: ") and f'key "{key}"' in error
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_an_output_among_the_recordings_is_not_taken_for_one(setup, tmp_path, monkeypatch, capsys):
+    """Results kept in the folder of their recordings: neither the output nor the part files a
+    killed run left there are recordings on the next run; naming them is an error."""
+    folder = tmp_path / "recordings"
+    shutil.copytree(setup["folder"], folder)
+    output = folder / "results.h5"
+    with monkeypatch.context() as patch:  # killed after its commits, before the merge
+        patch.setattr(batch_writer.ResultsWriter, "_merge", lambda self, complete: None)
+        run(setup, output, inputs=str(folder))
+    assert any(parts_dir(output).rglob("*.h5"))
+    run(setup, output, inputs=str(folder))
+    run(setup, output, inputs=f"{folder}/**/*.h5")
+    recordings = sorted(Path(path).name for path in batch.find_recordings([str(setup["folder"])]))
+    assert sorted(Path(r["path"]).name for r in iter_records(output)) == recordings
+    capsys.readouterr()
+    assert run(setup, output, inputs=str(output)) == 2
+    assert f"inputs: {output} is the results file (--output)" in capsys.readouterr().err
+
+
 def test_repository_config_parses():
     config = Path(__file__).parents[1] / "conf" / "batch.yaml"
     args = batch.build_parser().parse_args(["--config", str(config)])
