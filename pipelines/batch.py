@@ -351,6 +351,7 @@ def run(args: Any, threads: int | None = None) -> int:
     strategy this process is no rank: it forks them, waits, and prints the summary.
     """
     from eventsnn.checkpoint import load_model
+    from eventsnn.data.errors import ConfigError
     from eventsnn.events import decoding_threads
     from eventsnn.inference import (
         ResultsWriter,
@@ -368,6 +369,9 @@ def run(args: Any, threads: int | None = None) -> int:
 
     started = time.time()
     rank = launcher_rank()
+    if Path(args.output).is_dir():
+        example = Path(args.output) / "results.h5"
+        raise ConfigError("output", f"{args.output} is a folder: give a file's path, as {example}")
     paths = find_recordings(args.inputs, args.output)
     if not paths:
         print(f"eventsnn batch: error: no recordings match {args.inputs}", file=sys.stderr)

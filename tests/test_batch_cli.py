@@ -454,6 +454,17 @@ def test_counts_out_of_range_are_one_line_errors(setup, tmp_path, capsys, option
     assert not (tmp_path / "o.h5").exists()
 
 
+def test_an_output_that_is_a_folder_is_a_one_line_error(setup, tmp_path, capsys):
+    for extra in ([], ["--overwrite"]):
+        assert run(setup, tmp_path, *extra) == 2
+        error = capsys.readouterr().err
+        assert error == (
+            f"eventsnn batch: error: output: {tmp_path} is a folder: give a file's path, as "
+            f"{tmp_path / 'results.h5'}\n"
+        )
+    assert tmp_path.is_dir()
+
+
 def test_an_output_among_the_recordings_is_not_taken_for_one(setup, tmp_path, monkeypatch, capsys):
     """Results kept in the folder of their recordings: neither the output nor the part files a
     killed run left there are recordings on the next run; naming them is an error."""
