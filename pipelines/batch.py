@@ -243,6 +243,7 @@ def run_metadata(args: Any, recipe: Any, paths: Sequence[str], started: float) -
     import torch
 
     from eventsnn.inference import file_digest
+    from eventsnn.inference.dataset import window_time_steps
 
     try:
         from importlib.metadata import version
@@ -250,6 +251,9 @@ def run_metadata(args: Any, recipe: Any, paths: Sequence[str], started: float) -
         eventsnn_version = version("eventsnn")
     except Exception:  # not installed as a distribution (a bare checkout)
         eventsnn_version = "unknown"
+    pad_time_steps = None  # predictions take windows as they are
+    if args.encode_only:  # one results table: every window as long in time as the longest
+        pad_time_steps = window_time_steps(recipe.window, recipe.transforms, recipe.sensor_size)
     return {
         "checkpoint": os.path.abspath(args.checkpoint),
         "checkpoint_sha256": file_digest(args.checkpoint, "sha256"),
@@ -268,6 +272,7 @@ def run_metadata(args: Any, recipe: Any, paths: Sequence[str], started: float) -
             **recipe.window.as_dict(),
             "transform": recipe.transform_specs,
             "sensor_size": recipe.sensor_size,
+            "pad_time_steps": pad_time_steps,  # encoded windows' T, zero-padded at the end
             "batch_size": args.batch_size,
             "devices": args.devices,
             "num_nodes": args.num_nodes,
@@ -404,6 +409,7 @@ def run(args: Any, threads: int | None = None) -> int:
             sensor_size=recipe.sensor_size,
             batch_size=args.batch_size,
             input_shape=None if args.encode_only else input_shape,
+            pad_time_steps=metadata["parameters"]["pad_time_steps"],
             readers=args.readers,
         )
         predictor = WindowPredictor(None if args.encode_only else model, args.encode_only)

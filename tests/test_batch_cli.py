@@ -524,3 +524,117 @@ def test_a_forking_parent_sets_up_on_one_thread(monkeypatch, strategy, parent):
     assert batch.main([*argv, "--devices", "2", "--strategy", strategy]) == 0
     assert seen == {"parent": parent, "ranks": 3}
     assert torch.get_num_threads() == before
+
+
+STEP_US = 2_500
+FULL_STEPS = 3  # frames of a window spanning WINDOW_US: (WINDOW_US - 1 - STEP_US) // STEP_US + 1
+
+
+def to_frame_transform(**slicing: int) -> str:
+    """--transform's JSON: ToFrame on SENSOR sliced as given (time_window=..., event_count=...)."""
+    init_args = {"sensor_size": list(SENSOR), **slicing}
+    return json.dumps(
+        [{"class_path": "eventsnn.encoding.transforms.ToFrame", "init_args": init_args}]
+    )
+
+
+def write_uneven_windows(path: Path) -> Path:
+    """A recording of three 10 ms windows of 22 events each: one spanning its length (3 frames of
+    2.5 ms), one starting 4 ms late (2 frames) and a short last one (3 ms: 1 frame)."""
+    rng = np.random.default_rng(7)
+    spans = [(1_000, 10_999), (15_000, 20_999), (21_000, 24_000)]
+    t = np.sort(np.concatenate([[lo, hi, *rng.integers(lo, hi, 20)] for lo, hi in spans]))
+    xy = rng.integers(0, 8, (2, len(t)))
+    write(path, make_events(xy[0], xy[1], t, rng.integers(0, 2, len(t))), SENSOR)
+    return path
+
+
+def tonic_time_frames(path: Path) -> list[np.ndarray]:
+    """tonic's 2.5 ms frames of each non-empty 10 ms window from the first event (numpy cuts)."""
+    events = read(path).events
+    to_frame = tonic.transforms.ToFrame(sensor_size=SENSOR, time_window=STEP_US)
+    starts = range(int(events["t"][0]), int(events["t"][-1]) + 1, WINDOW_US)
+    windows = (events[(events["t"] >= s) & (events["t"] < s + WINDOW_US)] for s in starts)
+    return [to_frame(window) for window in windows if len(window)]
+
+
+def test_encode_only_pads_time_windows_to_a_full_windows_steps(setup, tmp_path):
+    """ToFrame(time_window=...) bins a window from its first event to its last: windows that
+    start late or end the recording early have fewer frames, zero-padded at the end to a full
+    window's, as training's collate pads shorter samples; all are stored, the T recorded."""
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    paths = [write_uneven_windows(folder / "uneven.npy"), folder / "r0.npy"]
+    shutil.copy(setup["folder"] / "r0.npy", paths[1])
+    output = tmp_path / "padded.h5"
+    transform = to_frame_transform(time_window=STEP_US)
+    assert run(setup, output, "--encode-only", "--transform", transform, inputs=str(folder)) == 0
+    results = recordings_of(output)
+    lengths = set()
+    for path in paths:
+        frames = tonic_time_frames(path)
+        lengths.update(len(f) for f in frames)
+        padded = [np.pad(f, [(0, FULL_STEPS - len(f)), (0, 0), (0, 0), (0, 0)]) for f in frames]
+        record = results[str(path)]
+        assert record["status"] == "done", record["error"]
+        np.testing.assert_array_equal(record["windows"]["encoded"], np.stack(padded))
+    assert lengths == {1, 2, FULL_STEPS}  # windows of every length were padded, or not
+    with h5py.File(output, "r") as file:
+        assert json.loads(file.attrs["parameters"])["pad_time_steps"] == FULL_STEPS
+
+
+def test_predictions_take_time_windows_unpadded(setup, tmp_path):
+    """The model takes any T: each window runs with its own frames, as a plain tonic loop."""
+    path = write_uneven_windows(tmp_path / "uneven.npy")
+    output = tmp_path / "predicted.h5"
+    transform = to_frame_transform(time_window=STEP_US)
+    assert run(setup, output, "--transform", transform, inputs=str(path)) == 0
+    model = load_model(setup["checkpoint"])
+    windows = recordings_of(output)[str(path)]["windows"]
+    frames = tonic_time_frames(path)
+    assert [len(f) for f in frames] == [FULL_STEPS, 2, 1]
+    assert len(windows["probabilities"]) == len(frames)
+    for i, window in enumerate(frames):
+        with torch.no_grad():
+            (logits,) = model.logits(torch.from_numpy(window[:, None]).float()).numpy()
+        np.testing.assert_allclose(windows["probabilities"][i], softmax(logits), atol=1e-5)
+        rate = logits.sum() / (len(window) * 3)  # the count readout's spikes a step and neuron
+        np.testing.assert_allclose(windows["firing_rates"][i, -1], rate, rtol=1e-5)
+    with h5py.File(output, "r") as file:
+        assert json.loads(file.attrs["parameters"])["pad_time_steps"] is None
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    exp = np.exp(logits - logits.max())
+    return exp / exp.sum()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--transform", to_frame_transform(event_count=5)],  # T by the count: 1 for the probe
+        ["--window-events", "22", "--transform", to_frame_transform(time_window=STEP_US)],
+    ],
+    ids=["event-count-transform", "event-count-windows"],
+)
+def test_windows_of_other_time_steps_are_refused_naming_T(setup, tmp_path, options):
+    """A T that the window's length does not set cannot be padded to: the recording is refused,
+    told that T differs and to fix the number of steps, not the sensor size."""
+    path = write_uneven_windows(tmp_path / "uneven.npy")
+    assert run(setup, tmp_path / "o.h5", "--encode-only", *options, inputs=str(path)) == 1
+    (record,) = recordings_of(tmp_path / "o.h5").values()
+    assert record["status"] == "failed" and "uneven.npy" in record["error"]
+    assert "time steps (T)" in record["error"]
+    assert "n_time_bins" in record["error"] and "sensor size" not in record["error"]
+
+
+def test_a_shape_mismatch_names_the_axis_that_differs(tmp_path):
+    """Encoded rows (n, T, P, H, W): T differing asks for fixed steps, H or W a fixed sensor."""
+    writer = batch_writer.ResultsWriter(tmp_path / "o.h5", {})
+    assert writer._mismatch({"encoded": np.zeros((2, 4, 2, 8, 8), np.float32)}) == ""
+    steps = writer._mismatch({"encoded": np.zeros((1, 3, 2, 8, 8), np.float32)})
+    assert "[3, 2, 8, 8], the run's float32 [4, 2, 8, 8]" in steps
+    assert "time steps (T) differs" in steps and "n_time_bins" in steps
+    assert "sensor size" not in steps
+    sensor = writer._mismatch({"encoded": np.zeros((1, 3, 2, 9, 8), np.float32)})
+    assert "fixed sensor size" in sensor and "n_time_bins" not in sensor

@@ -8,6 +8,9 @@ A recording's record in ``finished`` (path, size, checksum, events, windows, err
 of a split recording n_events is where its windows end in the file and events_read what it read)
 comes with the batch holding its last windows, after all of them. A recording that cannot be
 read, is empty or does not fit the model ends with an ``error`` and the others go on.
+With `pad_time_steps` (encode-only runs over time windows: `window_time_steps`) every window's
+tensor is zero-padded at the end of time to that T, as training's collate pads shorter samples,
+so that windows that start late or end a recording early share one shape.
 """
 
 from __future__ import annotations
@@ -25,13 +28,29 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from eventsnn.data.pipeline import Pipeline
-from eventsnn.events import EventsError, SensorSize, SensorSizeError
+from eventsnn.events import EventsError, SensorSize, SensorSizeError, make_events
 from eventsnn.inference.background import read_ahead
 from eventsnn.inference.results import file_checksum
 from eventsnn.inference.windows import Window, WindowConfig, iter_windows
 
 WINDOW_COLUMNS = ("recording", "index", "t_start", "t_stop", "first_event", "n_events")
 """Per-window int64 columns of a batch; ``recording`` is the recording's task index."""
+FIXED_STEPS_HINT = "give the transform a fixed number of time steps, such as ToFrame's n_time_bins"
+"""What to do when windows' encoded tensors differ in their number of time steps (T)."""
+
+
+def window_time_steps(
+    window: WindowConfig, transforms: Sequence[Callable], sensor_size: SensorSize | None
+) -> int | None:
+    """The time steps (T) a window of `window`'s length encodes to at most, or None for
+    event-count windows: T of a probe window with an event at its first and last microsecond
+    (at the sensor's centre): transforms such as ToFrame(time_window=...) bin from a window's
+    first event to its last, so a window starting late or ending a recording early has fewer."""
+    if not window.by_time:
+        return None
+    x, y = (sensor_size[0] // 2, sensor_size[1] // 2) if sensor_size else (0, 0)
+    probe = make_events([x, x], [y, y], [0, window.length - 1], [0, 0])
+    return len(np.asarray(Pipeline(list(transforms))(probe)))
 
 
 @dataclass(frozen=True)
@@ -113,9 +132,11 @@ class WindowDataset(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         readers: int = 0,
+        pad_time_steps: int | None = None,
     ) -> None:
         super().__init__()
         self.readers = readers
+        self.pad_time_steps = pad_time_steps
         self.tasks = list(tasks)
         self.window = window
         self.encode = Pipeline(list(transforms))
@@ -162,7 +183,7 @@ class WindowDataset(IterableDataset):
                 task.path, self.window, self.sensor_size, part=task.part, parts=task.parts
             )
             for window in windows:
-                encoded = np.asarray(self.encode(window.events))
+                encoded = self._pad_time(task.path, window, np.asarray(self.encode(window.events)))
                 self._check_shape(task.path, encoded)
                 n_events = max(n_events, window.first_event + len(window.events))
                 first_event = window.first_event if first_event is None else first_event
@@ -177,6 +198,21 @@ class WindowDataset(IterableDataset):
         record.update(n_events=n_events, n_windows=n_windows, seconds=time.perf_counter() - started)
         record["events_read"] = n_events - (first_event or 0)
         yield record
+
+    def _pad_time(self, path: str, window: Window, encoded: np.ndarray) -> np.ndarray:
+        """`encoded` zero-padded at the end of time to `pad_time_steps` (no input events);
+        a window encoding to more steps is an error: its transform's T depends on more than the
+        window's length (say, on its event count), and one results file holds one shape."""
+        if self.pad_time_steps is None or len(encoded) == self.pad_time_steps:
+            return encoded
+        if len(encoded) > self.pad_time_steps:
+            raise EventsError(
+                f"{path}: window {window.index} encodes to {len(encoded)} time steps (T), more "
+                f"than the {self.pad_time_steps} of a window spanning {self.window.length} us "
+                f"that the others are padded to: {FIXED_STEPS_HINT}"
+            )
+        missing = self.pad_time_steps - len(encoded)
+        return np.pad(encoded, [(0, missing)] + [(0, 0)] * (encoded.ndim - 1))
 
     def _check_shape(self, path: str, encoded: np.ndarray) -> None:
         if self.input_shape is not None and encoded.shape[1:] != self.input_shape:

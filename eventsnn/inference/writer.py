@@ -37,7 +37,7 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from tqdm.auto import tqdm
 
-from eventsnn.inference.dataset import RecordingTask
+from eventsnn.inference.dataset import FIXED_STEPS_HINT, RecordingTask
 from eventsnn.inference.merge import merge
 from eventsnn.inference.parts import RecordingPart, commit_parts
 from eventsnn.inference.results import parts_dir
@@ -139,8 +139,8 @@ class ResultsWriter(BasePredictionWriter):
             if kind != first:
                 return (
                     f"its {name} rows are {kind[0]} {list(kind[1])}, the run's {first[0]} "
-                    f"{list(first[1])}: one results file holds one shape (give the transform a "
-                    "fixed sensor size)"
+                    f"{list(first[1])}: one results file holds one shape"
+                    f"{_shape_hint(name, kind[1], first[1])}"
                 )
         return ""
 
@@ -227,6 +227,17 @@ class ResultsWriter(BasePredictionWriter):
         seconds = time.time() - float(self.metadata.get("started_unix", time.time()))
         timing = {"seconds": seconds, "predict_seconds": time.perf_counter() - self.started}
         merge(self.output, {**self.metadata, **timing, "complete": complete}, complete)
+
+
+def _shape_hint(name: str, shape: tuple[int, ...], first: tuple[int, ...]) -> str:
+    """What to do when rows of `shape` differ from the run's `first` shape: encoded windows' first
+    axis is their time steps (T), which the transform sets; the sensor size sets the others."""
+    steps = 1 if name == "encoded" else 0
+    if shape[steps:] != first[steps:]:
+        return " (give the transform a fixed sensor size)"
+    if shape != first:
+        return f"; the number of time steps (T) differs: {FIXED_STEPS_HINT}"
+    return ""
 
 
 def _attempt(step: Callable[[], object]) -> Exception | None:
