@@ -17,7 +17,10 @@ killed run) if the job is the same (checkpoint, mode, window, transform: specs t
 in how they are written, such as defaults given or left out, are the same); ``--overwrite``
 starts again. A recording that cannot be read is recorded with its error; the exit code is 1
 when any recording failed, 2 on a setup error, or when the run could not commit or merge its
-results (what was committed is kept: a re-run takes it up).
+results (what was committed is kept: a re-run takes it up). SIGTERM (``kill``, a scheduler's
+preemption, ``docker stop``) stops the run as Ctrl-C does, in this process or in a forked rank:
+what was committed is merged into the output, marked incomplete, for a re-run to finish; the
+exit code is then 143 (128 + SIGTERM, the shell's convention for a process it terminated).
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ import os
 import platform
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +47,8 @@ from jsonargparse.typing import NonNegativeFloat, NonNegativeInt, PositiveInt
 from eventsnn.events.formats import SUFFIX_FORMAT
 
 _BRACES = re.compile(r"\{([^{}]*)\}")
+TERMINATED = 128 + signal.SIGTERM
+"""Exit code after SIGTERM: what a shell reports for a process SIGTERM ended."""
 
 
 def build_parser() -> ArgumentParser:
@@ -217,6 +224,49 @@ def rank_setup(threads: int | None) -> list[Any]:
         torch.set_num_threads(threads)
 
     return [LambdaCallback(setup=set_threads)]
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM stops the run as Ctrl-C does: it raises Lightning's ``SIGTERMException`` (exit code
+    TERMINATED) in the main thread, which the results writer's ``on_exception`` handles; the
+    previous handler is put back after. ``Trainer.predict`` keeps this handler: Lightning's own,
+    installed for the run, calls it after logging the signal, and puts it back at the end."""
+    if not _in_main_thread():  # only the main thread gets signals and may set their handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def rank_sigterm() -> Any:
+    """A callback that leaves SIGTERM to `stop_on_sigterm`'s handler alone in each rank of a
+    multi-process run: Lightning's, called first, broadcasts from rank 0 inside the handler, and
+    a rank that gets SIGTERM when the others do not (or more often) waits there for ever, the
+    others at their next collective. Forked ranks inherit the handler; torch's launcher SIGTERMs
+    the others when one exits."""
+    from pytorch_lightning.callbacks import LambdaCallback
+
+    def alone(trainer: Any, pl_module: Any) -> None:
+        if trainer.world_size > 1 and _in_main_thread():
+            signal.signal(signal.SIGTERM, _terminate)
+
+    return LambdaCallback(on_predict_start=alone)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """Stop the run (`stop_on_sigterm`); SIGTERMs while it stops are ignored."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SIGTERMException(TERMINATED)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def pending_recordings(paths: Sequence[str], output: str) -> tuple[list[str], list[str]]:
@@ -399,7 +449,7 @@ def run(args: Any, threads: int | None = None) -> int:
     # found done: the plan is rank 0's, and one rank alone in `predict` would wait for ever
     if todo or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         writer = ResultsWriter(args.output, metadata, args.progress, args.commit_seconds)
-        trainer = make_trainer(args, [writer, *rank_setup(threads)])
+        trainer = make_trainer(args, [writer, *rank_setup(threads), rank_sigterm()])
         data = WindowDataModule(
             todo,
             num_workers=args.num_workers,
@@ -416,7 +466,7 @@ def run(args: Any, threads: int | None = None) -> int:
         if args.overwrite and rank == 0:  # only now: a bad option must not cost the old results
             Path(args.output).unlink(missing_ok=True)
             shutil.rmtree(parts_dir(args.output), ignore_errors=True)
-        with decoding_threads(1 + args.readers):
+        with decoding_threads(1 + args.readers), stop_on_sigterm():
             trainer.predict(predictor, datamodule=data, return_predictions=False)
         rank = trainer.global_rank
     elif parts_dir(args.output).exists() and rank == 0:  # a killed run's parts, all done
@@ -431,6 +481,7 @@ def run(args: Any, threads: int | None = None) -> int:
 
 def main(argv: list[str]) -> int:
     """Entry point: ``argv[0]`` is ``"batch"``."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
     from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
 
     from eventsnn.checkpoint import CheckpointError
@@ -454,13 +505,27 @@ def main(argv: list[str]) -> int:
     except one_line as error:
         print(f"eventsnn batch: error: {error}", file=sys.stderr)
         return 2
+    except SIGTERMException:
+        return _terminated(args.output)
     except ProcessRaisedException as error:  # a forked rank's error, with its traceback
         reported, code = _rank_error(str(error), one_line)
         print(f"eventsnn batch: error: {reported}", file=sys.stderr)
         return code
     except ProcessExitedException as error:  # a forked rank killed (say, out of memory)
+        if error.exit_code in (TERMINATED, -signal.SIGTERM):  # a forked rank got SIGTERM
+            return _terminated(args.output)
         print(f"eventsnn batch: error: {error}; what was committed is kept", file=sys.stderr)
         return 2
+
+
+def _terminated(output: str) -> int:
+    """Tell that SIGTERM stopped the run; its exit code."""
+    print(
+        f"eventsnn batch: terminated (SIGTERM); {output} holds what was committed (marked "
+        "incomplete): run again to finish",
+        file=sys.stderr,
+    )
+    return TERMINATED
 
 
 def _rank_error(traceback: str, one_line: tuple[type, ...]) -> tuple[str, int]:

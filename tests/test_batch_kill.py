@@ -1,4 +1,5 @@
-"""`eventsnn batch` killed mid-run (SIGKILL, SIGINT) loses nothing finished; two DDP ranks on CPU.
+"""`eventsnn batch` killed mid-run (SIGKILL, SIGINT, SIGTERM) loses nothing finished; two DDP ranks
+on CPU.
 
 The command runs in a subprocess over enough recordings to be caught mid-way: the test waits
 until some recordings are finished, kills it, checks what is on disk, and re-runs to completion.
@@ -6,6 +7,8 @@ until some recordings are finished, kills it, checks what is on disk, and re-run
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import signal
 import subprocess
@@ -63,20 +66,45 @@ def finished_parts(output: Path) -> list[Path]:
     return list(parts_dir(output).glob("rank-*/*.h5"))
 
 
-def start_and_stop(
-    setup: dict[str, Path], output: Path, sig: int, *extra: str
-) -> subprocess.CompletedProcess:
-    """Start the command, wait for 3 committed part files, send `sig`, wait for the end."""
+def start(setup: dict[str, Path], output: Path, *extra: str) -> subprocess.Popen:
+    """Start the command in a process group of its own; return once 3 part files are committed."""
     process = subprocess.Popen(
-        command(setup, output, *extra), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        command(setup, output, *extra),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 120
     while len(finished_parts(output)) < 3 and process.poll() is None:
         assert time.monotonic() < deadline, "the run never finished a recording"
         time.sleep(0.02)
-    process.send_signal(sig)
-    out, err = process.communicate(timeout=60)
+    return process
+
+
+def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    """Wait for the command's end (kill its process group if it does not end)."""
+    try:
+        out, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # no process left behind by a failing test
+        raise
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def start_and_stop(
+    setup: dict[str, Path], output: Path, sig: int, *extra: str
+) -> subprocess.CompletedProcess:
+    """Start the command, wait for 3 committed part files, send `sig`, wait for the end."""
+    process = start(setup, output, *extra)
+    process.send_signal(sig)
+    return finish(process)
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid`'s main thread started (forked ranks), oldest first (Linux's /proc)."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def assert_resumes(setup: dict[str, Path], output: Path, done_before: int, capsys) -> None:
@@ -119,6 +147,77 @@ def test_sigint_merges_what_was_finished(setup, capsys, extra):
         merged = len(file["recordings/path"])
         assert 3 <= merged < N_RECORDINGS
     assert_resumes(setup, output, merged, capsys)
+
+
+@pytest.fixture(scope="module")
+def clean(setup) -> Path:
+    """The results of an uninterrupted run."""
+    output = setup["root"] / "clean.h5"
+    assert batch.main(command(setup, output)[3:]) == 0
+    return output
+
+
+def assert_same_results(output: Path, clean: Path) -> None:
+    """`output` holds the recordings of `clean`, with the same results and windows."""
+    ours, theirs = recordings_of(output), recordings_of(clean)
+    assert sorted(ours) == sorted(theirs)
+    for path, record in theirs.items():
+        other = ours[path]
+        for name in ("status", "n_events", "n_windows", "predicted", "predicted_majority"):
+            assert other[name] == record[name], name
+        for name, rows in record["windows"].items():
+            if name != "recording":  # rows of /recordings in the files' orders
+                np.testing.assert_allclose(other["windows"][name], rows, atol=1e-6, err_msg=name)
+
+
+FORKED = ("--devices", "2", "--strategy", "ddp_fork")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("extra", "to"),  # `to`: the command's process; the last forked rank; all (SLURM, systemd)
+    [
+        (("--readers", "0"), "command"),
+        (("--readers", "1"), "command"),
+        (FORKED, "command"),
+        (FORKED, "one-rank"),
+        (FORKED, "all"),
+    ],
+    ids=["main-thread", "reader-thread", "forked-parent", "forked-one-rank", "forked-all"],
+)
+def test_sigterm_stops_as_ctrl_c_does_and_resumes(setup, clean, capsys, extra, to):
+    """SIGTERM (kill, a scheduler's preemption, docker stop) mid-run: exit code 143, no rank left
+    running, the finished recordings merged once into a readable output marked incomplete; a
+    re-run completes it as an uninterrupted run, and puts the SIGTERM handler it found back."""
+    output = setup["root"] / f"terminated-{to}-{'-'.join(extra)}.h5"
+    process = start(setup, output, *extra)
+    ranks = children(process.pid)
+    assert len(ranks) == (2 if extra == FORKED else 0)
+    if to == "all":
+        os.killpg(process.pid, signal.SIGTERM)
+    else:
+        os.kill(ranks[-1] if to == "one-rank" else process.pid, signal.SIGTERM)
+    result = finish(process)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-2000:]
+    assert f"eventsnn batch: terminated (SIGTERM); {output} holds" in result.stderr
+    assert [pid for pid in ranks if Path(f"/proc/{pid}").exists()] == []  # all reaped
+    with h5py.File(output, "r") as file:
+        check_tables(file)
+        assert not file.attrs["complete"]
+        assert len(json.loads(file.attrs["runs"])) == 1  # merged once
+        merged = len(file["recordings/path"])
+    assert 3 <= merged < N_RECORDINGS
+
+    def kept(signum, frame):  # the handler a caller of the command had set
+        pass
+
+    previous = signal.signal(signal.SIGTERM, kept)
+    try:
+        assert_resumes(setup, output, merged, capsys)
+        assert signal.getsignal(signal.SIGTERM) is kept
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert_same_results(output, clean)
 
 
 @pytest.mark.slow

@@ -15,10 +15,10 @@ raises the same `OSError`, naming the rank and its error. After a failed commit 
 merges what was committed (marked incomplete, as after an interruption); after a failed merge
 the parts stay for the next run.
 With a forking strategy the ranks are children of the command's process, which gets no callback
-but ``on_exception`` (their state does not come back to it); its merge there waits for a
-forked rank 0's (a lock serialises merges of an output: `eventsnn.inference.merge`), then
-takes only what rank 0 left unmerged: with no part file left, the output stays as rank 0 wrote
-it. One output is for one run at a time.
+but ``on_exception`` (their state does not come back to it); there it stops the ranks (SIGINT,
+or SIGTERM when that stopped it) and waits for them to exit, then merges only what rank 0 left
+unmerged (a lock serialises merges of an output: `eventsnn.inference.merge`): with no part file
+left, the output stays as rank 0 wrote it. One output is for one run at a time.
 Rank 0 shows a progress bar over its recordings with windows and events per second.
 """
 
@@ -28,6 +28,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from tqdm.auto import tqdm
 
 from eventsnn.inference.dataset import FIXED_STEPS_HINT, RecordingTask
@@ -44,6 +46,8 @@ from eventsnn.inference.results import parts_dir
 
 COMMIT_BYTES = 2**26
 """Finished rows held for a commit at most (encoded windows are large): past it, commit now."""
+RANKS_GRACE_SECONDS = 30.0
+"""How long an interrupted launcher waits for the ranks it forked to stop before killing them."""
 OUTPUT_KEYS = ("probabilities", "predicted", "spike_counts", "firing_rates", "encoded")
 """Per-window outputs of `WindowPredictor` stored as datasets."""
 
@@ -193,18 +197,20 @@ class ResultsWriter(BasePredictionWriter):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        """Interrupted (Ctrl-C) or failed: commit the finished recordings; rank 0 merges the
-        recordings committed so far, unless it already tried its end-of-run merge.
+        """Interrupted (Ctrl-C, SIGTERM) or failed: commit the finished recordings; rank 0 merges
+        the recordings committed so far, unless it already tried its end-of-run merge.
 
-        A process that launched ranks (e.g. forked them: ``ddp_fork``) interrupts them first,
-        else they would go on to the end while it waits to exit. After ``on_predict_end``'s own
-        failure there is nothing left to do: every rank knows it, and rank 0 tried its merge.
+        A process that launched ranks (e.g. forked them: ``ddp_fork``) stops them first, else
+        they would go on to the end while it waits to exit (`_stop_ranks`). After
+        ``on_predict_end``'s own failure there is nothing left to do: every rank knows it, and
+        rank 0 tried its merge.
         """
         if self.ended:
             return
         self._end()
         if trainer.strategy.launcher is not None:
-            trainer.strategy.launcher.kill(signal.SIGINT)
+            terminated = isinstance(exception, SIGTERMException)
+            _stop_ranks(trainer.strategy.launcher, signal.SIGTERM if terminated else signal.SIGINT)
         if trainer.is_global_zero and not self.merge_tried:
             self._merge(complete=False)
 
@@ -238,6 +244,20 @@ def _shape_hint(name: str, shape: tuple[int, ...], first: tuple[int, ...]) -> st
     if shape != first:
         return f"; the number of time steps (T) differs: {FIXED_STEPS_HINT}"
     return ""
+
+
+def _stop_ranks(launcher: Any, signum: int) -> None:
+    """Send `signum` (the signal that stopped this process: SIGTERM, else SIGINT as Ctrl-C) to the
+    ranks `launcher` started and wait for those it forked or spawned to exit, killing any still
+    there after RANKS_GRACE_SECONDS: none is left behind, none commits after the merge."""
+    launcher.kill(signum)
+    deadline = time.monotonic() + RANKS_GRACE_SECONDS
+    for process in getattr(launcher, "procs", []):
+        if isinstance(process, BaseProcess):  # (`ddp` starts interpreters: Popen, not waited)
+            process.join(max(deadline - time.monotonic(), 0.0))
+            if process.is_alive():
+                process.kill()
+                process.join()
 
 
 def _attempt(step: Callable[[], object]) -> Exception | None:
