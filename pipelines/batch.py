@@ -303,7 +303,7 @@ def run_metadata(args: Any, recipe: Any, paths: Sequence[str], started: float) -
         eventsnn_version = "unknown"
     pad_time_steps = None  # predictions take windows as they are
     if args.encode_only:  # one results table: every window as long in time as the longest
-        pad_time_steps = window_time_steps(recipe.window, recipe.transforms, recipe.sensor_size)
+        pad_time_steps = window_time_steps(recipe.window, recipe.transforms)
     return {
         "checkpoint": os.path.abspath(args.checkpoint),
         "checkpoint_sha256": file_digest(args.checkpoint, "sha256"),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import tonic
 
-from eventsnn.encoding.transforms import ToFrame
+from eventsnn.encoding.transforms import CenterCrop, Decimation, Denoise, RefractoryPeriod, ToFrame
 from eventsnn.events import make_events, write
-from eventsnn.inference.dataset import RecordingTask, WindowDataset
+from eventsnn.inference.dataset import RecordingTask, WindowDataset, window_time_steps
 from eventsnn.inference.windows import WindowConfig
 
 SENSOR = (8, 8, 2)
@@ -62,3 +64,21 @@ def test_only_a_sensor_size_mismatch_is_told_the_models_sensor_size(tmp_path):
     assert errors["off.npy"].endswith(hint)
     assert errors["junk.npy"].startswith(str(folder / "junk.npy"))
     assert hint not in errors["junk.npy"]
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [[], [Denoise(filter_time=1000)], [RefractoryPeriod(delta=10**6)], [Decimation(n=4)],
+     [CenterCrop(sensor_size=(34, 34, 2), size=8)]],
+    ids=["none", "denoise", "refractory", "decimation", "crop"],
+)  # fmt: skip
+def test_the_steps_a_time_window_pads_to_do_not_depend_on_filters(filters):
+    """A window spanning 100 ms binned by 10 ms: the steps of tonic's ToFrame of two events
+    99,999 us apart (9 complete frames), whatever filters before ToFrame would drop of them."""
+    to_frame = ToFrame(sensor_size=(34, 34, 2), time_window=10_000)
+    truth = tonic.transforms.ToFrame(sensor_size=(34, 34, 2), time_window=10_000)
+    two = np.zeros(2, dtype=[("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "?")])
+    two["t"] = [0, 99_999]
+    window = WindowConfig(duration_us=100_000)
+    assert window_time_steps(window, [*filters, to_frame]) == len(truth(two)) == 9
+    assert window_time_steps(WindowConfig(n_events=100), [*filters, to_frame]) is None

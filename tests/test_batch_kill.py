@@ -171,6 +171,7 @@ def assert_same_results(output: Path, clean: Path) -> None:
 
 
 FORKED = ("--devices", "2", "--strategy", "ddp_fork")
+WORKERS = ("--num-workers", "2")  # data-loader worker processes: a group SIGTERM reaches them
 
 
 @pytest.mark.slow
@@ -182,8 +183,16 @@ FORKED = ("--devices", "2", "--strategy", "ddp_fork")
         (FORKED, "command"),
         (FORKED, "one-rank"),
         (FORKED, "all"),
+        (WORKERS, "all"),
     ],
-    ids=["main-thread", "reader-thread", "forked-parent", "forked-one-rank", "forked-all"],
+    ids=[
+        "main-thread",
+        "reader-thread",
+        "forked-parent",
+        "forked-one-rank",
+        "forked-all",
+        "workers-all",
+    ],
 )
 def test_sigterm_stops_as_ctrl_c_does_and_resumes(setup, clean, capsys, extra, to):
     """SIGTERM (kill, a scheduler's preemption, docker stop) mid-run: exit code 143, no rank left
@@ -191,8 +200,8 @@ def test_sigterm_stops_as_ctrl_c_does_and_resumes(setup, clean, capsys, extra, t
     re-run completes it as an uninterrupted run, and puts the SIGTERM handler it found back."""
     output = setup["root"] / f"terminated-{to}-{'-'.join(extra)}.h5"
     process = start(setup, output, *extra)
-    ranks = children(process.pid)
-    assert len(ranks) == (2 if extra == FORKED else 0)
+    ranks = children(process.pid)  # forked ranks, or data-loader workers
+    assert len(ranks) == (2 if extra in (FORKED, WORKERS) else 0)
     if to == "all":
         os.killpg(process.pid, signal.SIGTERM)
     else:

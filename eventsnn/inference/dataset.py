@@ -16,6 +16,7 @@ so that windows that start late or end a recording early share one shape.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,18 +40,22 @@ FIXED_STEPS_HINT = "give the transform a fixed number of time steps, such as ToF
 """What to do when windows' encoded tensors differ in their number of time steps (T)."""
 
 
-def window_time_steps(
-    window: WindowConfig, transforms: Sequence[Callable], sensor_size: SensorSize | None
-) -> int | None:
+def window_time_steps(window: WindowConfig, transforms: Sequence[Callable]) -> int | None:
     """The time steps (T) a window of `window`'s length encodes to at most, or None for
     event-count windows: T of a probe window with an event at its first and last microsecond
-    (at the sensor's centre): transforms such as ToFrame(time_window=...) bin from a window's
-    first event to its last, so a window starting late or ending a recording early has fewer."""
+    (transforms such as ToFrame(time_window=...) bin from a window's first event to its last,
+    so a window starting late or ending a recording early has fewer). A transform that drops
+    probe events (a denoise, refractory or crop filter) is passed over: the probe stands for
+    the window's span, not for its events."""
     if not window.by_time:
         return None
-    x, y = (sensor_size[0] // 2, sensor_size[1] // 2) if sensor_size else (0, 0)
-    probe = make_events([x, x], [y, y], [0, window.length - 1], [0, 0])
-    return len(np.asarray(Pipeline(list(transforms))(probe)))
+    events = make_events([0, 0], [0, 0], [0, window.length - 1], [0, 0])
+    for transform in transforms:
+        out = transform(events)
+        is_events = isinstance(out, np.ndarray) and out.dtype.names is not None
+        if not (is_events and len(out) < len(events)):
+            events = out
+    return len(np.asarray(events))
 
 
 @dataclass(frozen=True)
@@ -324,4 +329,16 @@ class WindowDataModule(pl.LightningDataModule):
             rank=self.trainer.global_rank,
             world_size=self.trainer.world_size,
         )
-        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers)
+        return DataLoader(
+            dataset,
+            batch_size=None,
+            num_workers=self.num_workers,
+            worker_init_fn=_leave_sigterm_to_the_main_process if self.num_workers else None,
+        )
+
+
+def _leave_sigterm_to_the_main_process(worker: int) -> None:
+    """Data-loader workers ignore SIGTERM, which the main process handles by stopping them: a
+    SIGTERM to the whole process group (SLURM's scancel, kill -- -PGID) would otherwise kill
+    them, and torch would raise "DataLoader worker killed" at any moment, even mid-merge."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.process import BaseProcess
@@ -207,6 +208,10 @@ class ResultsWriter(BasePredictionWriter):
         """
         if self.ended:
             return
+        if threading.current_thread() is threading.main_thread():
+            # a later SIGTERM (a scheduler's second, or the group's after Ctrl-C) must not cut
+            # the commit and merge short; the command puts its handler back after the run
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self._end()
         if trainer.strategy.launcher is not None:
             terminated = isinstance(exception, SIGTERMException)
