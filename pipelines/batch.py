@@ -247,7 +247,9 @@ def rank_sigterm() -> Any:
     multi-process run: Lightning's, called first, broadcasts from rank 0 inside the handler, and
     a rank that gets SIGTERM when the others do not (or more often) waits there for ever, the
     others at their next collective. Forked ranks inherit the handler; torch's launcher SIGTERMs
-    the others when one exits."""
+    the others when one exits. It takes over when prediction starts: Lightning installs its own
+    a moment earlier, while it sets the run up, and a SIGTERM to one rank in that gap can still
+    wait in its broadcast (under ddp_fork, until the launcher's grace period ends)."""
     from pytorch_lightning.callbacks import LambdaCallback
 
     def alone(trainer: Any, pl_module: Any) -> None:

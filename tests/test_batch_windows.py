@@ -181,8 +181,9 @@ def random_config(rng: np.random.Generator) -> WindowConfig:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_windows_over_many_blocks_equal_numpy_slices(tmp_path, seed):
-    """Random recordings read in blocks of a few events, so most windows span many blocks (some
-    the whole recording), whole and split into parts, against the hand-made truth."""
+    """Random recordings read in blocks of a few events, so most time windows span many blocks
+    (some the whole recording; a count window, whose blocks are made at least as long, spans at
+    most two), whole and split into parts, against the hand-made truth."""
     rng = np.random.default_rng(seed)
     for trial in range(40):
         events, config = random_recording(rng), random_config(rng)
