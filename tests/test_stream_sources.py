@@ -73,10 +73,13 @@ def test_udp_receives_exactly_what_faery_sends(receiver, udp_format):
     received = np.concatenate([packet.events for packet in packets])
     arrival = np.concatenate([packet.arrival_ns for packet in packets if len(packet.events)])
     np.testing.assert_array_equal(received, events)
-    # kernel receive times: one per event, in sending order, while faery was sending
+    # kernel receive times: one per event, in sending order, while faery was sending (give or
+    # take 5 ms: the kernel's stamps and time.time_ns read the wall clock by different paths,
+    # which a VM's clock adjustments can set apart by a fraction of a millisecond)
     assert len(arrival) == len(events)
     assert np.all(np.diff(arrival) >= 0)
-    assert before <= arrival[0] and arrival[-1] <= after
+    slack = 5_000_000
+    assert before - slack <= arrival[0] and arrival[-1] <= after + slack
     assert source.stats.packets == 25
     assert source.stats.events == 2500
     assert source.stats.malformed_packets == 0
