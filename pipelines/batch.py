@@ -20,7 +20,8 @@ when any recording failed, 2 on a setup error, or when the run could not commit 
 results (what was committed is kept: a re-run takes it up). SIGTERM (``kill``, a scheduler's
 preemption, ``docker stop``) stops the run as Ctrl-C does, in this process or in a forked rank:
 what was committed is merged into the output, marked incomplete, for a re-run to finish; the
-exit code is then 143 (128 + SIGTERM, the shell's convention for a process it terminated).
+exit code is then 143 (128 + SIGTERM, the shell's convention for a process it terminated), and
+130 (128 + SIGINT) after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ from eventsnn.events.formats import SUFFIX_FORMAT
 _BRACES = re.compile(r"\{([^{}]*)\}")
 TERMINATED = 128 + signal.SIGTERM
 """Exit code after SIGTERM: what a shell reports for a process SIGTERM ended."""
+INTERRUPTED = 128 + signal.SIGINT
+"""Exit code after Ctrl-C (SIGINT), by the same convention."""
 
 
 def build_parser() -> ArgumentParser:
@@ -469,7 +472,12 @@ def run(args: Any, threads: int | None = None) -> int:
             Path(args.output).unlink(missing_ok=True)
             shutil.rmtree(parts_dir(args.output), ignore_errors=True)
         with decoding_threads(1 + args.readers), stop_on_sigterm():
-            trainer.predict(predictor, datamodule=data, return_predictions=False)
+            try:
+                trainer.predict(predictor, datamodule=data, return_predictions=False)
+            except SystemExit:  # Lightning exits 1 after Ctrl-C, the code of a failed recording
+                if writer.interrupted:
+                    raise KeyboardInterrupt from None
+                raise
         rank = trainer.global_rank
     elif parts_dir(args.output).exists() and rank == 0:  # a killed run's parts, all done
         timing = {"seconds": time.time() - started, "predict_seconds": 0.0}
@@ -509,6 +517,8 @@ def main(argv: list[str]) -> int:
         return 2
     except SIGTERMException:
         return _terminated(args.output)
+    except KeyboardInterrupt:
+        return _stopped(args.output, "interrupted (Ctrl-C)", INTERRUPTED)
     except ProcessRaisedException as error:  # a forked rank's error, with its traceback
         reported, code = _rank_error(str(error), one_line)
         print(f"eventsnn batch: error: {reported}", file=sys.stderr)
@@ -522,12 +532,17 @@ def main(argv: list[str]) -> int:
 
 def _terminated(output: str) -> int:
     """Tell that SIGTERM stopped the run; its exit code."""
+    return _stopped(output, "terminated (SIGTERM)", TERMINATED)
+
+
+def _stopped(output: str, how: str, code: int) -> int:
+    """Tell that a signal stopped the run (`how`) and what is kept; return the exit `code`."""
     print(
-        f"eventsnn batch: terminated (SIGTERM); {output} holds what was committed (marked "
-        "incomplete): run again to finish",
+        f"eventsnn batch: {how}; {output} holds what was committed (marked incomplete): run "
+        "again to finish",
         file=sys.stderr,
     )
-    return TERMINATED
+    return code
 
 
 def _rank_error(traceback: str, one_line: tuple[type, ...]) -> tuple[str, int]:

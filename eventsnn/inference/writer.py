@@ -82,6 +82,7 @@ class ResultsWriter(BasePredictionWriter):
         self.rank = 0
         self.merge_tried = False
         self.ended = False
+        self.interrupted = False  # by Ctrl-C: the command reports it (Lightning exits 1)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """This rank's parts folder and progress bar (rank 0 only)."""
@@ -206,6 +207,7 @@ class ResultsWriter(BasePredictionWriter):
         ``on_predict_end``'s own failure there is nothing left to do: every rank knows it, and
         rank 0 tried its merge.
         """
+        self.interrupted = isinstance(exception, KeyboardInterrupt)
         if self.ended:
             return
         if threading.current_thread() is threading.main_thread():
