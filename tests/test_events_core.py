@@ -3,7 +3,16 @@
 import numpy as np
 import pytest
 
-from eventsnn.events import EVENT_DTYPE, EventsError, Recording, core, make_events, validate
+from eventsnn.events import (
+    EVENT_DTYPE,
+    EventsError,
+    Recording,
+    copy_events,
+    core,
+    join_events,
+    make_events,
+    validate,
+)
 
 
 def test_make_events_has_tonic_dtype():
@@ -90,3 +99,28 @@ def test_validate_of_long_arrays_by_the_kernel_equals_numpys_checks(damage, monk
             monkeypatch.undo()
     assert (by_kernel is None) == ("t" not in damage)
     assert core._all_valid(events, (34, 34, 2)) == (not damage)  # the kernel's own verdict
+
+
+def test_join_and_copy_events_equal_numpys_field_by_field_results():
+    rng = np.random.default_rng(3)
+    events = make_events(
+        rng.integers(0, 34, 50), rng.integers(0, 34, 50), np.arange(50) * 7, rng.integers(0, 2, 50)
+    )
+    pieces = [events[:0], events[:13], events[13:14], events[14::2], events[15::2]]
+    joined = join_events(pieces)
+    assert joined.dtype == EVENT_DTYPE
+    assert np.array_equal(joined, np.concatenate(pieces))
+    copied = copy_events(events[::3])
+    assert copied.dtype == EVENT_DTYPE and np.array_equal(copied, events[::3])
+    copied["t"] += 1  # a copy, not a view
+    assert np.array_equal(events["t"], np.arange(50) * 7)
+
+
+def test_join_events_of_one_piece_or_none_copies_nothing_and_other_dtypes_join_as_numpy():
+    events = make_events([1, 2], [3, 4], [5, 6], [0, 1])
+    assert join_events([events]) is events
+    empty = join_events([])
+    assert empty.dtype == EVENT_DTYPE and len(empty) == 0
+    wide = np.zeros(2, dtype=[("x", "<i8"), ("y", "<i8"), ("t", "<i8"), ("p", "<i8")])
+    assert join_events([wide, wide]).dtype == wide.dtype
+    assert copy_events(wide).dtype == wide.dtype

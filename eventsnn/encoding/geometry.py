@@ -10,10 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from eventsnn.encoding._boundary import checked_events
+from eventsnn.events import copy_events
 
 
 def _checked_copy(events: np.ndarray) -> np.ndarray:
-    return checked_events(events).copy()
+    return copy_events(checked_events(events))
 
 
 def crop(events: np.ndarray, origin: tuple[int, int], size: tuple[int, int]) -> np.ndarray:

@@ -27,7 +27,7 @@ from eventsnn.events.core import (
     SensorSize,
     SensorSizeError,
     as_sensor_size,
-    empty_events,
+    join_events,
     validate,
 )
 from eventsnn.events.formats import (
@@ -209,7 +209,7 @@ def read(
         _validate_packet(path, events, size, progress)
     else:
         packets = list(_checked_packets(path, opened, size, t_start, t_stop, partial, progress))
-        events = _join(packets)
+        events = join_events(packets)
         del packets
     if size is None:
         size = _infer_size(path, events)
@@ -224,12 +224,6 @@ def read(
         metadata=metadata,
         truncated=progress.truncated,
     )
-
-
-def _join(packets: list[np.ndarray]) -> np.ndarray:
-    if not packets:
-        return empty_events()
-    return packets[0] if len(packets) == 1 else np.concatenate(packets)
 
 
 def iter_chunks(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eventsnn.data.errors import ConfigError
-from eventsnn.events import iter_packets, time_index
+from eventsnn.events import copy_events, iter_packets, join_events, time_index
 from eventsnn.events.formats.base import CHUNK_EVENTS
 
 
@@ -156,10 +156,10 @@ def _blocks(packets: Iterator[np.ndarray], size: int, base: int) -> Iterator[np.
             pending.append(packet[:take])
             count, packet = count + take, packet[take:]
             if count == target:
-                yield _join(pending)
+                yield join_events(pending)
                 pending, count, target = [], 0, size
     if count:
-        yield _join(pending)
+        yield join_events(pending)
 
 
 def _cut_all(cutter: _Cutter, chunks: Iterator[np.ndarray]) -> Iterator[Window]:
@@ -197,13 +197,13 @@ class _Cutter:
                 self.count += len(block)
                 return
             head = self._head(block)
-            yield from self._cut(_join([*self.pending, block[:head]]))
+            yield from self._cut(join_events([*self.pending, block[:head]]))
             # what is left starts in the block: go on there, uncopied; else the block ended
             # inside the windows that started before it (head is all of it, none is left)
             block = block[head - self.count :] if self.count <= head else block[:0]
         if len(block):
             yield from self._cut(block)
-        self.pending = [piece.copy() for piece in self.pending]  # frees the block
+        self.pending = [copy_events(piece) for piece in self.pending]  # frees the block
 
     def _completes(self, block: np.ndarray) -> bool:
         """Whether the block completes window k, the first of the pending events'."""
@@ -242,16 +242,11 @@ class _Cutter:
         """The recording ended: the last complete windows, then the first incomplete window if
         it holds events no earlier window held."""
         if self.pending:
-            yield from self._cut(_join(self.pending), final=True)
+            yield from self._cut(join_events(self.pending), final=True)
         if self.t0 is None or self.base + self.count <= self.covered:
             return
         k, tail = self.k, self.pending[0]  # window k's events (the earlier ones were dropped)
         yield Window(k, *_range(self.config, k, self.t0, tail["t"]), self.base, tail)
-
-
-def _join(pieces: list[np.ndarray]) -> np.ndarray:
-    """The pieces as one array, copied only if there are several."""
-    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
 Windows = tuple[np.ndarray, np.ndarray, np.ndarray, int]

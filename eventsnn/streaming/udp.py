@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from eventsnn.events import EVENT_DTYPE
+from eventsnn.events import EVENT_DTYPE, join_events
 from eventsnn.streaming.packets import PacketError, make_decoder
 from eventsnn.streaming.sources import Packet, SourceStats, StreamError
 
@@ -207,7 +207,7 @@ class UdpSource:
                     kept.append((payload, stamp))
                 except PacketError:
                     self.stats.malformed_packets += 1
-            events = np.concatenate(good) if good else np.empty(0, dtype=EVENT_DTYPE)
+            events = join_events(good)
         counts = [self.decoder.count(payload) for payload, _ in kept]
         arrival = np.repeat(np.array([stamp for _, stamp in kept], dtype=np.int64), counts)
         return Packet(events, arrival)

@@ -9,13 +9,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from eventsnn.events.core import empty_events
-
-
-def _join(parts: list[np.ndarray]) -> np.ndarray:
-    if not parts:
-        return empty_events()
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+from eventsnn.events.core import empty_events, join_events
 
 
 def by_count(packets: Iterable[np.ndarray], n_events: int) -> Iterator[np.ndarray]:
@@ -27,14 +21,14 @@ def by_count(packets: Iterable[np.ndarray], n_events: int) -> Iterator[np.ndarra
         count += len(packet)
         if count < n_events:
             continue
-        joined = _join(pending)
+        joined = join_events(pending)
         whole = (count // n_events) * n_events
         for start in range(0, whole, n_events):
             yield joined[start : start + n_events]
         rest = joined[whole:]
         pending, count = ([rest], len(rest)) if len(rest) else ([], 0)
     if count:
-        yield _join(pending)
+        yield join_events(pending)
 
 
 def by_duration(packets: Iterable[np.ndarray], duration_us: int) -> Iterator[np.ndarray]:
@@ -58,7 +52,7 @@ def by_duration(packets: Iterable[np.ndarray], duration_us: int) -> Iterator[np.
                 pending.append(packet[start:])
                 break
             pending.append(packet[start:split])
-            yield _join(pending)
+            yield join_events(pending)
             pending = []
             start = split
             window_end += duration_us
@@ -66,4 +60,4 @@ def by_duration(packets: Iterable[np.ndarray], duration_us: int) -> Iterator[np.
                 yield empty_events()
                 window_end += duration_us
     if pending:
-        yield _join(pending)
+        yield join_events(pending)
