@@ -379,14 +379,36 @@ def _naming(path: str, error: str) -> str:
     return error if error.startswith(path) else f"{path}: {error}"
 
 
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric")
+"""Loggers of Lightning's start-up notes: GPU and TPU availability, a logger tip, ranks joining."""
+IRRELEVANT_WARNINGS = (
+    "Couldn't infer the batch indices",  # the writer takes windows from the batch, not indices
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # inside Lightning, under newer torch
+)
+"""Warnings Lightning gives every batch run that ask nothing of the user."""
+
+
+def quiet_lightning() -> None:
+    """Leave the output to the progress bar, the summary and warnings that matter: Lightning's
+    start-up notes (`LIGHTNING_LOGGERS` below WARNING) and `IRRELEVANT_WARNINGS` are dropped."""
+    import logging
+    import warnings
+
+    for name in LIGHTNING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in IRRELEVANT_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+
+
 def make_trainer(args: Any, callbacks: list[Any]) -> Any:
-    """The Lightning trainer of the run; a setting it refuses (an unknown strategy, an
-    accelerator that is not there) is a ConfigError naming it."""
+    """The Lightning trainer of the run, quiet (`quiet_lightning`); a setting it refuses (an
+    unknown strategy, an accelerator that is not there) is a ConfigError naming it."""
     import pytorch_lightning as pl
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
     from eventsnn.data.errors import ConfigError
 
+    quiet_lightning()
     try:
         return pl.Trainer(
             accelerator=args.accelerator,

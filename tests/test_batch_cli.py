@@ -7,8 +7,10 @@ encoded with tonic's ToFrame and run through the classifier directly.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import h5py
@@ -482,6 +484,23 @@ def test_an_output_among_the_recordings_is_not_taken_for_one(setup, tmp_path, mo
     capsys.readouterr()
     assert run(setup, output, inputs=str(output)) == 2
     assert f"inputs: {output} is the results file (--output)" in capsys.readouterr().err
+
+
+def test_lightnings_start_up_notes_and_irrelevant_warnings_are_left_out(setup, tmp_path):
+    notes: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = notes.append
+    logger = logging.getLogger("pytorch_lightning")
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert run(setup, tmp_path / "quiet.h5", inputs=str(setup["folder"] / "r0.npy")) == 0
+    finally:
+        logger.removeHandler(handler)
+    assert [note.getMessage() for note in notes if note.levelno < logging.WARNING] == []
+    said = [str(warning.message) for warning in caught]
+    assert not any("batch indices" in text or "LeafSpec" in text for text in said), said
 
 
 def test_repository_config_parses():
