@@ -295,6 +295,40 @@ def test_parts_of_a_split_recording_count_only_once_all_are_merged(tmp_path):
     np.testing.assert_allclose(record["mean_probabilities"], [0.46, 0.54], rtol=1e-6)
 
 
+def test_a_split_recording_that_fails_keeps_the_windows_before_the_error_only(tmp_path):
+    """As an unsplit run stops at a bad event and keeps the windows before it, the pieces after
+    a failed piece give no windows: results do not depend on the number of processes."""
+    output = tmp_path / "out.h5"
+    folder = parts_dir(output) / "rank-0"
+    folder.mkdir(parents=True)
+    pieces = [  # (windows' probabilities, error, n_events)
+        ([[0.9, 0.1], [0.8, 0.2]], "", 100),
+        ([[0.7, 0.3]], "/data/long.h5: field 'x' out of the sensor: event 150", 120),
+        ([[0.1, 0.9], [0.2, 0.8], [0.3, 0.7]], "", 300),
+    ]
+    first = 0
+    for part, (rows, error, n_events) in enumerate(pieces):
+        recording = RecordingPart(folder, "/data/long.h5", rank=part, part=part, parts=3)
+        probabilities = np.array(rows, dtype=np.float32)
+        index = np.arange(first, first + len(rows))
+        first += len(rows)
+        recording.append(
+            {"index": index, "probabilities": probabilities, "predicted": probabilities.argmax(-1)}
+        )
+        record = {"path": "/data/long.h5", "checksum": "c", "size": 10, "error": error}
+        recording.finish({**record, "n_events": n_events, "n_windows": len(rows)}, [])
+        commit_parts(folder, [recording])
+    assert merge(output, {"mode": "predict"}) == 1
+    (record,) = iter_records(output)
+    assert (record["status"], record["error"]) == ("failed", pieces[1][1])
+    assert (record["n_windows"], record["n_events"], record["predicted"]) == (3, 120, 0)
+    with h5py.File(output, "r") as file:
+        check_tables(file)
+        record = read_recording(file, "/data/long.h5")
+    assert record["windows"]["index"].tolist() == [0, 1, 2]
+    np.testing.assert_allclose(record["mean_probabilities"], [0.8, 0.2], rtol=1e-6)
+
+
 def test_pieces_join_only_with_pieces_of_the_same_split_and_damage_is_skipped(tmp_path):
     """A resume with another number of processes leaves pieces of two splits: the complete one
     is joined. A part file that opens but is damaged inside is skipped, not fatal."""

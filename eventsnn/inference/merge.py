@@ -276,7 +276,7 @@ def _write(target: h5py.File, sources: Sequence[Source], joined: Sequence[list[P
     """
     schema, misfits = _schema(sources, joined)
     sets = [([(s, row) for row in s.taken], False) for s in sources if s.taken]
-    sets += [(pieces, True) for pieces in joined]
+    sets += [(_until_failure(pieces), True) for pieces in joined]
     why = [_misfit(pieces, misfits, schema) for pieces, _ in sets]  # None: copied
     copied = [pieces for (pieces, _), reason in zip(sets, why, strict=True) if reason is None]
     total = sum(int(s.records["n_windows"][row]) for pieces in copied for s, row in pieces)
@@ -297,6 +297,14 @@ def _write(target: h5py.File, sources: Sequence[Source], joined: Sequence[list[P
         start, at = at, _copy_windows(pieces, windows, at)
         tables.append(_join(table, pieces, windows, start, at) if split else _placed(table, start))
     return _write_records(target, tables, schema)
+
+
+def _until_failure(pieces: Sequence[Piece]) -> Sequence[Piece]:
+    """A split recording's pieces up to the first that failed: an unsplit run stops reading
+    at the error and keeps the windows before it, so later pieces' windows are not results
+    (else a recording's results would depend on the number of processes)."""
+    failed = (i for i, (s, row) in enumerate(pieces) if s.records["status"][row] == STATUS_FAILED)
+    return pieces[: next(failed, len(pieces) - 1) + 1]
 
 
 def _misfit(pieces: Sequence[Piece], misfits: set[int], schema: Schema) -> str | None:
