@@ -17,6 +17,7 @@ from test_batch_cli import check_tables
 
 from eventsnn.data.errors import ConfigError
 from eventsnn.encoding.transforms import Denoise, ToFrame
+from eventsnn.events import make_events, write
 from eventsnn.inference import completed, data_recipe, iter_records, merge, parts_dir
 from eventsnn.inference import parts as parts_module
 from eventsnn.inference import writer as writer_module
@@ -545,6 +546,20 @@ def test_checksums_name_their_algorithm_and_match_the_hash_libraries(tmp_path):
     assert not same_checksum(path, f"xxh3_128:{xxhash.xxh3_128(data).hexdigest()}")
     with pytest.raises(ValueError, match="unknown checksum algorithm 'md5'"):
         file_checksum(path, "md5")
+
+
+def test_a_npy_recordings_checksum_covers_its_sensor_size_sidecar(tmp_path):
+    """The sidecar gives a .npy its sensor size: a resume must redo a recording whose sidecar
+    changed (say, fixed after the recording failed for its size)."""
+    path = tmp_path / "rec.npy"
+    write(path, make_events([1, 2], [3, 0], [5, 6], [0, 1]), (4, 4, 2))
+    data, sidecar = path.read_bytes(), (tmp_path / "rec.npy.json").read_bytes()
+    checksum = file_checksum(path)
+    assert checksum == f"xxh3_128:{xxhash.xxh3_128(data + sidecar).hexdigest()}"
+    (tmp_path / "rec.npy.json").write_text('{"sensor_size": [8, 8, 2], "time_unit": "us"}')
+    assert not same_checksum(path, checksum)
+    (tmp_path / "rec.npy.json").unlink()
+    assert file_checksum(path) == f"xxh3_128:{xxhash.xxh3_128(data).hexdigest()}"
 
 
 def test_windows_of_another_shape_fail_their_recordings_not_the_merge(tmp_path):

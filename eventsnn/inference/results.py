@@ -52,6 +52,7 @@ import numpy as np
 import xxhash
 
 from eventsnn.data.errors import ConfigError
+from eventsnn.events.formats import recording_files
 
 FORMAT = "eventsnn-batch-results"
 FORMAT_VERSION = 3
@@ -92,13 +93,21 @@ def file_digest(path: str | os.PathLike, algorithm: str = CHECKSUM) -> str:
 
 
 def file_checksum(path: str | os.PathLike, algorithm: str = CHECKSUM) -> str:
-    """A file's checksum as stored in results: ``"<algorithm>:<hex digest>"``."""
-    return f"{algorithm}:{file_digest(path, algorithm)}"
+    """A recording's checksum as stored in results, ``"<algorithm>:<hex digest>"``: of its
+    file's bytes, then those of the other files it is read with (`recording_files`: a .npy's
+    sensor-size sidecar), so that a resume redoes a recording whose sidecar changed."""
+    if algorithm not in _HASHES:
+        raise ValueError(f"unknown checksum algorithm {algorithm!r}; known: {sorted(_HASHES)}")
+    digest = _HASHES[algorithm]()
+    for name in recording_files(Path(path)):
+        with open(name, "rb") as file:
+            hashlib.file_digest(file, lambda: digest)  # adds the file's bytes to `digest`
+    return f"{algorithm}:{digest.hexdigest()}"
 
 
 def same_checksum(path: str | os.PathLike, checksum: str) -> bool:
-    """Whether the file's bytes have `checksum`, computed with the algorithm it names; False
-    for an unknown one."""
+    """Whether the recording's files have `checksum`, computed with the algorithm it names;
+    False for an unknown one."""
     algorithm = checksum.partition(":")[0]
     return algorithm in _HASHES and file_checksum(path, algorithm) == checksum
 

@@ -17,7 +17,7 @@ from eventsnn.events.formats.base import OpenedFile
 from eventsnn.events.formats.framing import read_percent_header
 from eventsnn.events.formats.gen1_dat import open_gen1_dat
 from eventsnn.events.formats.hdf5 import open_hdf5, write_hdf5
-from eventsnn.events.formats.npy import open_npy, write_npy
+from eventsnn.events.formats.npy import open_npy, sidecar_path, write_npy
 
 SUFFIX_FORMAT = {
     ".aedat4": "aedat4",
@@ -35,6 +35,13 @@ READ_FORMATS = ("aedat4", "evt", "evt2", "evt3", "dat", "es", "csv", "hdf5", "np
 WRITE_FORMATS = ("aedat4", "evt2", "evt3", "dat", "es", "csv", "hdf5", "npy")
 DAT_TYPE_CD = 0x0C
 DAT_TYPE_TD = 0x00
+
+
+def recording_files(path: Path) -> list[Path]:
+    """The files a recording is read from: its event file and, for a .npy, the sidecar that
+    gives its sensor size, if there is one (a changed sidecar changes the recording)."""
+    sidecar = sidecar_path(path)
+    return [path, sidecar] if path.suffix.lower() == ".npy" and sidecar.is_file() else [path]
 
 
 def format_name(path: Path, format: str | None, known: tuple[str, ...]) -> str:
