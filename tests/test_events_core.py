@@ -124,3 +124,11 @@ def test_join_events_of_one_piece_or_none_copies_nothing_and_other_dtypes_join_a
     wide = np.zeros(2, dtype=[("x", "<i8"), ("y", "<i8"), ("t", "<i8"), ("p", "<i8")])
     assert join_events([wide, wide]).dtype == wide.dtype
     assert copy_events(wide).dtype == wide.dtype
+
+
+@pytest.mark.parametrize("t", [[-np.inf, 5.0], [np.inf], [1e19], [-1e19]])
+def test_whole_floats_beyond_int64_are_an_error_not_wrapped(t):
+    with pytest.raises(
+        EventsError, match=r"field 't' at index 0 is -?(inf|1e\+19), which does not"
+    ):
+        make_events([0] * len(t), [0] * len(t), t, [1] * len(t))

@@ -640,3 +640,29 @@ def test_an_empty_recording_round_trips_in_every_format(tmp_path, name):
     write(path, empty_events(), SENSOR)
     recording = read(path, sensor_size=SENSOR)
     assert len(recording.events) == 0 and recording.sensor_size == SENSOR
+
+
+def _h5_with_column(tmp_path: Path, name: str, values: np.ndarray) -> Path:
+    """An eventsnn .h5 of 3 events whose column `name` is stored as `values` (another tool's
+    types: the layout names int16/int64/uint8, but HDF5 takes any)."""
+    path = tmp_path / "other.h5"
+    write(path, make_events([0, 1, 2], [0, 1, 2], [10, 20, 30], [1, 0, 1]), (4, 4, 2))
+    with h5py.File(path, "a") as file:
+        del file[hdf5.GROUP][name]
+        file[hdf5.GROUP].create_dataset(name, data=values)
+    return path
+
+
+def test_hdf5_columns_of_other_integer_types_read_as_npy_columns_do(tmp_path):
+    """As in .npy files and make_events: a positive polarity is ON (int8 -1 is OFF, not ON),
+    and values that do not fit the event dtype are an error, not wrapped around."""
+    p = read(_h5_with_column(tmp_path, "p", np.array([1, -1, 1], np.int8))).events["p"]
+    assert p.tolist() == [True, False, True]
+    x = read(_h5_with_column(tmp_path, "x", np.array([0, 3, 2], np.int32))).events["x"]
+    assert x.tolist() == [0, 3, 2]
+    with pytest.raises(EventsError, match=r"other.h5: field 'x' at index 1 is 65537, which does"):
+        read(_h5_with_column(tmp_path, "x", np.array([0, 65537, 2], np.int32)))
+    with pytest.raises(EventsError, match=r"other.h5: field 't' at index 2 is 9223372036854775813"):
+        read(_h5_with_column(tmp_path, "t", np.array([10, 20, 2**63 + 5], np.uint64)))
+    with pytest.raises(EventsError, match=r"/events/t holds float64, not integers"):
+        read(_h5_with_column(tmp_path, "t", np.array([10.7, 20.2, 30.9])))

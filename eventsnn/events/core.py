@@ -48,6 +48,7 @@ def fitting(name: str, column: np.ndarray, where: str = "", offset: int = 0) -> 
     kind = EVENT_DTYPE[name]
     if column.dtype.kind not in "iu":
         if column.dtype.kind == "f" and len(column) and np.array_equal(column, np.round(column)):
+            _check_int64(name, column, where, offset)  # infinities are "whole" too
             column = column.astype(np.int64)  # whole numbers given as floats
         elif len(column):
             raise EventsError(
@@ -64,6 +65,18 @@ def fitting(name: str, column: np.ndarray, where: str = "", offset: int = 0) -> 
                 f"not fit {kind}"
             )
     return column
+
+
+def _check_int64(name: str, column: np.ndarray, where: str, offset: int) -> None:
+    """EventsError unless the whole floats of `column` convert to int64 (a cast wraps the
+    others, infinities included, to its minimum without an error)."""
+    outside = (column < -(2.0**63)) | (column >= 2.0**63)
+    if outside.any():
+        bad = int(np.argmax(outside))
+        raise EventsError(
+            f"{where}field {name!r} at index {bad + offset} is {column[bad]}, which does not fit "
+            f"{EVENT_DTYPE[name]}"
+        )
 
 
 def empty_events() -> np.ndarray:

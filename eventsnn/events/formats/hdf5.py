@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 from eventsnn.atomic import written_atomically
-from eventsnn.events.core import EVENT_DTYPE, EventsError, SensorSize, as_sensor_size
+from eventsnn.events.core import EVENT_DTYPE, EventsError, SensorSize, as_sensor_size, fitting
 from eventsnn.events.formats.base import (
     CHUNK_EVENTS,
     OpenedFile,
@@ -46,12 +46,20 @@ CHUNK = 1 << 16
 COLUMNS = {"x": np.int16, "y": np.int16, "t": np.int64, "p": np.uint8}
 
 
-def _read_slice(group: h5py.Group, lo: int, hi: int) -> np.ndarray:
+def _read_slice(path: Path, group: h5py.Group, lo: int, hi: int) -> np.ndarray:
+    """Events lo:hi. Columns of the event dtype's types are read into the events; others (any
+    integers, written by another tool) are read as stored and must fit, as .npy columns must;
+    a positive polarity is ON, as in `make_events`."""
     events = np.empty(hi - lo, dtype=EVENT_DTYPE)
-    polarity = np.empty(hi - lo, dtype=group["p"].dtype)
-    targets = [(group[name], events[name]) for name in ("x", "y", "t")]
-    read_columns([*targets, (group["p"], polarity)], lo, hi)
-    events["p"] = polarity != 0
+    stored = {name: group[name] for name in COLUMNS}
+    own = [name for name in ("x", "y", "t") if stored[name].dtype == EVENT_DTYPE[name]]
+    other = {name: np.empty(hi - lo, stored[name].dtype) for name in COLUMNS if name not in own}
+    targets = [(stored[name], events[name]) for name in own]
+    read_columns([*targets, *((stored[name], out) for name, out in other.items())], lo, hi)
+    for name, values in other.items():
+        if name != "p":
+            events[name] = fitting(name, values, f"{path}: ", lo)
+    events["p"] = other["p"] > 0
     return events
 
 
@@ -59,6 +67,11 @@ def _check_layout(path: Path, group: h5py.Group) -> SensorSize:
     for name in COLUMNS:
         if name not in group or not isinstance(group[name], h5py.Dataset):
             raise EventsError(f"{path}: missing dataset /{GROUP}/{name}")
+        if name != "p" and group[name].dtype.kind not in "iu":  # p: positive is ON
+            raise EventsError(
+                f"{path}: dataset /{GROUP}/{name} holds {group[name].dtype}, not integers "
+                "(t in microseconds, x and y in pixels)"
+            )
     lengths = {name: group[name].shape for name in COLUMNS}
     if len(set(lengths.values())) != 1 or len(lengths["t"]) != 1:
         raise EventsError(f"{path}: datasets /{GROUP}/{{x,y,t,p}} differ in shape: {lengths}")
@@ -89,12 +102,12 @@ def open_hdf5(path: Path) -> OpenedFile:
             group = f[GROUP]
             lo, hi = index_range(group["t"], t_start, t_stop)
             for start, stop in aligned_blocks(lo, hi, CHUNK_EVENTS):
-                yield _read_slice(group, start, stop)
+                yield _read_slice(path, group, start, stop)
 
     def read_range(t_start: int | None, t_stop: int | None) -> np.ndarray:
         with library_errors(path, "cannot read"), h5py.File(path, "r") as f:
             group = f[GROUP]
-            return _read_slice(group, *index_range(group["t"], t_start, t_stop))
+            return _read_slice(path, group, *index_range(group["t"], t_start, t_stop))
 
     def events_before(t: int) -> int:  # the file is opened for each search
         with library_errors(path, "cannot read"), h5py.File(path, "r") as f:
