@@ -185,7 +185,8 @@ def test_cut_last_record_is_an_error_or_a_flagged_partial_read(tmp_path, name, c
         read(path)
     with pytest.raises(EventsError, match="truncated"):
         next(iter_chunks(path, n_events=100))
-    with pytest.warns(UserWarning, match="truncated"):
+    kept = f"truncated.*; keeping the {len(events) - 1} events decoded before it"
+    with pytest.warns(UserWarning, match=kept):
         recording = read(path, partial=True)
     assert recording.truncated
     np.testing.assert_array_equal(recording.events, events[:-1])  # only the cut event is lost
@@ -605,17 +606,26 @@ def test_npy_read_whole_only_in_numpys_own_header_for_the_event_dtype(tmp_path):
     header += " " * (-(10 + len(header) + 1) % 16) + "\n"
     path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little")
                      + header.encode() + events.tobytes())  # fmt: skip
-    np.testing.assert_array_equal(npy._read_small_events(path), events)
+    np.testing.assert_array_equal(npy._read_small_events(path)[0], events)
     empty = written(tmp_path, "npy", empty_events(), stem="empty")
-    assert len(npy._read_small_events(empty)) == 0
+    assert len(npy._read_small_events(empty)[0]) == 0
 
 
-def test_a_truncated_npy_is_an_error_naming_the_file(tmp_path):
-    path = written(tmp_path, "npy", random_events(n=3000))
+def test_a_truncated_npy_is_an_error_naming_the_file_or_a_partial_read(tmp_path, npy_reading):
+    events = random_events(n=3000)
+    path = written(tmp_path, "npy", events)
     path.write_bytes(path.read_bytes()[:-5])
     with pytest.raises(EventsError, match=r"rec\.npy: truncated: the header says 3000 events, "
                        r"the file holds 2999"):  # fmt: skip
         read(path)
+    with pytest.warns(UserWarning, match="holds 2999; keeping the 2999 events decoded before it"):
+        recording = read(path, partial=True)
+    assert recording.truncated
+    np.testing.assert_array_equal(recording.events, events[:-1])
+    data = path.read_bytes()
+    path.write_bytes(data[: data.index(b"\n") + 5])  # the header and no whole record
+    with pytest.warns(UserWarning, match="the file holds 0; keeping the 0 events"):
+        assert len(read(path, partial=True).events) == 0
 
 
 def test_npy_in_the_event_dtype_reads_polarity_bytes_as_0_or_1(tmp_path, npy_reading):

@@ -79,13 +79,18 @@ def _decoded(
     partial: bool,
     progress: _Progress,
 ) -> Iterator[np.ndarray]:
-    """The decoder's packets; damage found before or while decoding ends them if `partial`."""
-    if opened.damage is not None:
+    """The decoder's packets; damage found while decoding ends them if `partial`. Damage the
+    opener found (a cut last record) fails at once, or with `partial` is told once the
+    records before it are decoded, with their number."""
+    if opened.damage is not None and not partial:
         _report_damage(path, opened.damage, partial, progress)
     try:
         yield from opened.packets(t_start, t_stop)
     except EventsError as error:
         _report_damage(path, str(error).removeprefix(f"{path}: "), partial, progress)
+        return
+    if opened.damage is not None:
+        _report_damage(path, opened.damage, partial, progress)
 
 
 def _checked_packets(

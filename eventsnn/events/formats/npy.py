@@ -70,12 +70,14 @@ _HEADER_BYTES = 4096
 """Read first: numpy's header for the event dtype is 128 bytes (version 1), padded to 64."""
 
 
-def _load(path: Path) -> np.ndarray:
-    """The file's array: small files in the event dtype read whole, others memory-mapped."""
+def _load(path: Path) -> tuple[np.ndarray, str | None]:
+    """The file's array (small files in the event dtype read whole, others memory-mapped) and,
+    for a cut file, what is wrong: the array then holds the whole records before the cut."""
     with library_errors(path, "not a readable .npy event array"):
-        array = _read_small_events(path)
-        if array is None:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        loaded = _read_small_events(path)
+        if loaded is None:
+            loaded = _memory_map(path)
+    array, damage = loaded
     names = array.dtype.names or ()
     missing = [name for name in ("x", "y", "t", "p") if name not in names]
     if missing or array.ndim != 1:
@@ -89,13 +91,37 @@ def _load(path: Path) -> np.ndarray:
                 f"{path}: field {name!r} holds {array.dtype[name]}, not integers "
                 "(t in microseconds, x and y in pixels)"
             )
-    return array
+    return array, damage
 
 
-def _read_small_events(path: Path) -> np.ndarray | None:
+def _memory_map(path: Path) -> tuple[np.ndarray, str | None]:
+    """The file's array memory-mapped; a cut one's whole records (numpy maps none of it)."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False), None
+    except ValueError:
+        with open(path, "rb") as file:
+            version = np.lib.format.read_magic(file)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(file)
+            else:  # versions 2 and 3 differ in the header's encoding only (ASCII here)
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(file)
+            offset = file.tell()
+        whole = (os.path.getsize(path) - offset) // max(dtype.itemsize, 1)
+        if len(shape) != 1 or fortran or dtype.hasobject or whole >= shape[0]:
+            raise  # not a cut array of records
+    array = np.memmap(path, dtype, "r", offset, (whole,)) if whole else np.empty(0, dtype)
+    return array, _cut(shape[0], whole)
+
+
+def _cut(count: int, whole: int) -> str:
+    return f"truncated: the header says {count} events, the file holds {whole}"
+
+
+def _read_small_events(path: Path) -> tuple[np.ndarray, str | None] | None:
     """The events of a file of at most `_WHOLE_READ_BYTES` whose header is numpy's for the
-    event dtype, read in two calls (header, then the rest; polarity bytes made 0/1); None for
-    any other file, of which only the first `_HEADER_BYTES` are read."""
+    event dtype, read in two calls (header, then the rest; polarity bytes made 0/1), and what
+    is wrong if it is cut (its whole records are read); None for any other file, of which
+    only the first `_HEADER_BYTES` are read."""
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
         if size > _WHOLE_READ_BYTES:
@@ -107,15 +133,11 @@ def _read_small_events(path: Path) -> np.ndarray | None:
         data = bytearray(size)
         data[: len(head)] = head
         read = len(head) + (file.readinto(memoryview(data)[len(head) :]) if size > len(head) else 0)
-    if offset + count * EVENT_DTYPE.itemsize > read:
-        raise EventsError(
-            f"{path}: truncated: the header says {count} events, the file holds "
-            f"{(read - offset) // EVENT_DTYPE.itemsize}"
-        )
-    events = np.frombuffer(data, dtype=EVENT_DTYPE, count=count, offset=offset)
+    whole = min(count, max(read - offset, 0) // EVENT_DTYPE.itemsize)
+    events = np.frombuffer(data, dtype=EVENT_DTYPE, count=whole, offset=offset)
     polarity = events["p"]
     np.greater(polarity.view(np.uint8), 0, out=polarity)  # a stored byte 2 reads as 1 (True)
-    return events
+    return events, None if whole == count else _cut(count, whole)
 
 
 def _event_header(head: bytes) -> tuple[int, int | None]:
@@ -164,7 +186,7 @@ def _read_rows(path: Path, array: np.memmap, lo: int, hi: int) -> np.ndarray:
 def open_npy(path: Path) -> OpenedFile:
     """A .npy event array: memory-mapped (nothing read until asked), or a small file read
     whole (module docstring)."""
-    array = _load(path)
+    array, damage = _load(path)
 
     def packets(t_start: int | None, t_stop: int | None) -> Iterator[np.ndarray]:
         lo, hi = index_range(array["t"], t_start, t_stop)
@@ -181,6 +203,7 @@ def open_npy(path: Path) -> OpenedFile:
         read_range=read_range,
         time_index=lambda: time_index_of(array["t"]),
         metadata={"dtype": str(array.dtype)},
+        damage=damage,
     )
 
 
