@@ -15,6 +15,7 @@ import pytest
 from eventsnn.events import (
     EVENT_DTYPE,
     EventsError,
+    SensorSizeError,
     empty_events,
     iter_chunks,
     iter_packets,
@@ -676,3 +677,20 @@ def test_hdf5_columns_of_other_integer_types_read_as_npy_columns_do(tmp_path):
         read(_h5_with_column(tmp_path, "t", np.array([10, 20, 2**63 + 5], np.uint64)))
     with pytest.raises(EventsError, match=r"/events/t holds float64, not integers"):
         read(_h5_with_column(tmp_path, "t", np.array([10.7, 20.2, 30.9])))
+
+
+def test_an_event_outside_a_given_sensor_size_is_a_sensor_size_error_not_damage(tmp_path):
+    """Files that state no size (a plain CSV, EVT without geometry) take the caller's: an event
+    outside it is named as in any other format, not taken for a corrupt file."""
+    csv = tmp_path / "plain.csv"
+    csv.write_text("10,1,1,1\n20,12,3,0\n30,2,2,1\n")  # t,x,y,on without a header
+    raw = tmp_path / "bare.raw"
+    write(raw, make_events([1, 12, 2], [1, 3, 2], [10, 20, 30], [1, 0, 1]), (16, 16, 2))
+    lines = raw.read_bytes().split(b"\n")
+    raw.write_bytes(b"\n".join(line for line in lines if b"geometry" not in line
+                               and b"width=" not in line))  # fmt: skip
+    for path in (csv, raw):
+        assert read(path).events["x"].tolist() == [1, 12, 2]
+        with pytest.raises(SensorSizeError, match=rf"{path.name}: field 'x' out of the sensor: "
+                           r"event 1 has x=12, sensor size \(8, 8, 2\)"):  # fmt: skip
+            read(path, sensor_size=(8, 8, 2))

@@ -206,7 +206,7 @@ def read(
     path = Path(path)
     _check_range(t_start, t_stop)
     given = None if sensor_size is None else as_sensor_size(sensor_size)
-    opened = open_events_file(path, format, given)
+    opened = open_events_file(path, format)
     size, source = _resolve_size(path, opened.sensor_size, given)
     progress = _Progress(_skipped(opened, t_start))
     if opened.read_range is not None and opened.damage is None:
@@ -271,7 +271,7 @@ def iter_packets(
     event by its index in the whole file, wherever the reading started."""
     path = Path(path)
     given = None if sensor_size is None else as_sensor_size(sensor_size)
-    opened = open_events_file(path, format, given)
+    opened = open_events_file(path, format)
     checked_size, _ = _resolve_size(path, opened.sensor_size, given)
     progress = _Progress(_skipped(opened, t_start))
     return _checked_packets(path, opened, checked_size, t_start, None, partial, progress)
@@ -282,7 +282,7 @@ def time_index(path: str | PathLike, format: str | None = None) -> TimeIndex | N
     and a search for the events before a time; None for other formats,
     damaged or empty files. Reads a few events, not the file (but a .npy of at most 1 MiB)."""
     path = Path(path)
-    opened = open_events_file(path, format, None)
+    opened = open_events_file(path, format)
     if opened.time_index is None or opened.damage is not None:
         return None
     return opened.time_index()

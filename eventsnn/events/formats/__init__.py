@@ -61,7 +61,7 @@ def format_name(path: Path, format: str | None, known: tuple[str, ...]) -> str:
     return name
 
 
-def _open_dat(path: Path, sensor_size: SensorSize | None) -> OpenedFile:
+def _open_dat(path: Path) -> OpenedFile:
     header = read_percent_header(path)
     with open(path, "rb") as f:
         f.seek(header.data_offset)
@@ -77,7 +77,7 @@ def _open_dat(path: Path, sensor_size: SensorSize | None) -> OpenedFile:
         raise EventsError(f"{path}: DAT file ends before its event type and size bytes")
     event_type, event_size = type_and_size
     if event_type == DAT_TYPE_CD:
-        return vendor.open_cd_dat(path, header, event_size, sensor_size)
+        return vendor.open_cd_dat(path, header, event_size)
     if event_type == DAT_TYPE_TD and event_size == 8:
         return open_gen1_dat(path, header, event_size)
     raise EventsError(
@@ -86,7 +86,7 @@ def _open_dat(path: Path, sensor_size: SensorSize | None) -> OpenedFile:
     )
 
 
-def open_events_file(path: Path, format: str | None, sensor_size: SensorSize | None) -> OpenedFile:
+def open_events_file(path: Path, format: str | None) -> OpenedFile:
     """Read the header of an event file and return how to decode it."""
     name = format_name(path, format, READ_FORMATS)
     if not path.is_file():
@@ -96,13 +96,13 @@ def open_events_file(path: Path, format: str | None, sensor_size: SensorSize | N
     if name == "aedat4":
         return vendor.open_aedat4(path)
     if name in ("evt", "evt2", "evt3"):
-        return vendor.open_evt(path, None if name == "evt" else name, sensor_size)
+        return vendor.open_evt(path, None if name == "evt" else name)
     if name == "dat":
-        return _open_dat(path, sensor_size)
+        return _open_dat(path)
     if name == "es":
         return vendor.open_es(path)
     if name == "csv":
-        return vendor.open_csv(path, sensor_size)
+        return vendor.open_csv(path)
     if name == "hdf5":
         return open_hdf5(path)
     return open_npy(path)

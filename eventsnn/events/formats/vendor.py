@@ -43,7 +43,8 @@ FAERY_FILE_TYPE = {
 """Our format name -> faery's file type, for the formats faery reads and writes."""
 
 WIDEST_SENSOR = (65535, 65535)
-"""Size faery checks coordinates against when a file states none (the true size comes later)."""
+"""Size faery checks coordinates against when a file states none: the true size (the caller's,
+or inferred) is checked by `io`, whose error names the event and raises SensorSizeError."""
 
 EVT_WORD_BYTES = {"evt2": 4, "evt2.1": 8, "evt3": 2}
 
@@ -89,7 +90,7 @@ def open_aedat4(path: Path) -> OpenedFile:
     )
 
 
-def open_evt(path: Path, version_asked: str | None, sensor_size: SensorSize | None) -> OpenedFile:
+def open_evt(path: Path, version_asked: str | None) -> OpenedFile:
     """A Prophesee EVT2/EVT3 .raw file; the version comes from its header."""
     header = read_percent_header(path)
     if not header.lines and version_asked is None:
@@ -98,7 +99,7 @@ def open_evt(path: Path, version_asked: str | None, sensor_size: SensorSize | No
             "pass format='evt2' or format='evt3'"
         )
     geometry = header.geometry()
-    fallback = geometry or (sensor_size[:2] if sensor_size else WIDEST_SENSOR)
+    fallback = geometry or WIDEST_SENSOR
     with (
         library_errors(path, "not a readable EVT file"),
         faery.evt.Decoder(path, fallback, version_asked) as decoder,
@@ -118,12 +119,10 @@ def open_evt(path: Path, version_asked: str | None, sensor_size: SensorSize | No
     )
 
 
-def open_cd_dat(
-    path: Path, header: PercentHeader, event_size: int, sensor_size: SensorSize | None
-) -> OpenedFile:
+def open_cd_dat(path: Path, header: PercentHeader, event_size: int) -> OpenedFile:
     """A Prophesee DAT file of CD events (type 0x0C)."""
     geometry = header.geometry()
-    fallback = geometry or (sensor_size[:2] if sensor_size else WIDEST_SENSOR)
+    fallback = geometry or WIDEST_SENSOR
     partial = partial_record_bytes(path.stat().st_size, header.data_offset + 2, event_size)
     return OpenedFile(
         format="dat",
@@ -173,7 +172,7 @@ def csv_columns(path: Path, header: str) -> dict[str, int]:
     return found
 
 
-def open_csv(path: Path, sensor_size: SensorSize | None) -> OpenedFile:
+def open_csv(path: Path) -> OpenedFile:
     """A CSV file of t,x,y,on rows, or the columns its header names in any order; faery's header
     't,x@W,y@H,on' gives the sensor size."""
     with open(path, "rb") as f:
@@ -181,7 +180,7 @@ def open_csv(path: Path, sensor_size: SensorSize | None) -> OpenedFile:
     has_header = not first_line[:1].isdigit()
     match = re.search(r"x@(\d+)", first_line), re.search(r"y@(\d+)", first_line)
     geometry = (int(match[0].group(1)), int(match[1].group(1))) if all(match) else None
-    fallback = geometry or (sensor_size[:2] if sensor_size else WIDEST_SENSOR)
+    fallback = geometry or WIDEST_SENSOR
     properties = faery.CsvProperties.default()
     properties.has_header = has_header
     if has_header:
