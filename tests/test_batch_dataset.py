@@ -82,3 +82,24 @@ def test_the_steps_a_time_window_pads_to_do_not_depend_on_filters(filters):
     window = WindowConfig(duration_us=100_000)
     assert window_time_steps(window, [*filters, to_frame]) == len(truth(two)) == 9
     assert window_time_steps(WindowConfig(n_events=100), [*filters, to_frame]) is None
+
+
+@pytest.mark.parametrize("window", [WindowConfig(duration_us=1000), WindowConfig(n_events=2)])
+def test_times_too_near_the_int64_limit_fail_their_recording_only(tmp_path, window):
+    """A window holding an event less than a window before 2**63 - 1 would end past what int64
+    (the columns, the window arithmetic) holds: that recording fails, named; the others go on."""
+    last = 2**63 - 1
+    write(tmp_path / "edge.npy", make_events([1, 2], [0, 0], [last - 5, last], [1, 0]), SENSOR)
+    write(tmp_path / "fine.npy", make_events([1, 2], [0, 0], [0, 10], [1, 0]), SENSOR)
+    tasks = [
+        RecordingTask(i, str(tmp_path / name)) for i, name in enumerate(["edge.npy", "fine.npy"])
+    ]
+    transform = ToFrame(sensor_size=SENSOR, n_time_bins=2)
+    batches = list(WindowDataset(tasks, window, [transform], SENSOR, 4))
+    records = {r["recording"]: r for batch in batches for r in batch["finished"]}
+    room = window.length if window.by_time else 1
+    assert records[0]["error"] == (
+        f"{tmp_path / 'edge.npy'}: an event at t={last} us is within {room} us of the largest "
+        f"time int64 holds ({last}): the end of its window cannot be stored"
+    )
+    assert (records[1]["error"], records[1]["n_windows"]) == ("", 1)

@@ -197,7 +197,7 @@ class WindowDataset(IterableDataset):
             if n_events == 0 and task.part == 0:  # later parts of a recording may hold none
                 raise EventsError(f"{task.path}: the recording holds no events")
         except Exception as error:  # a batch job records any failure and goes on
-            record["error"] = _message(error)
+            record["error"] = _message(error, task.path)
             if isinstance(error, SensorSizeError):
                 record["error"] += f" (the checkpoint's model takes sensor size {self.sensor_size})"
         record.update(n_events=n_events, n_windows=n_windows, seconds=time.perf_counter() - started)
@@ -227,11 +227,13 @@ class WindowDataset(IterableDataset):
             )
 
 
-def _message(error: Exception) -> str:
-    """One line for an error: project errors as they are, others with their type."""
-    if isinstance(error, ValueError | OSError):
-        return str(error)
-    return f"{type(error).__name__}: {error}"
+def _message(error: Exception, path: str) -> str:
+    """One line for an error that names the recording's `path`: project errors as they are,
+    others with their type."""
+    message = str(error)
+    if not isinstance(error, ValueError | OSError):
+        message = f"{type(error).__name__}: {message}"
+    return message if path in message else f"{path}: {message}"
 
 
 class _BatchBuilder:

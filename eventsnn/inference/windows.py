@@ -20,8 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from eventsnn.data.errors import ConfigError
-from eventsnn.events import copy_events, iter_packets, join_events, time_index
+from eventsnn.events import EventsError, copy_events, iter_packets, join_events, time_index
 from eventsnn.events.formats.base import CHUNK_EVENTS
+
+INT64_MAX = int(np.iinfo(np.int64).max)
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,7 @@ class _Cutter:
     def feed(self, block: np.ndarray) -> Iterator[Window]:
         """The windows completed by the next `block` of events."""
         self.t0 = int(block["t"][0]) if self.t0 is None else self.t0
+        _check_room(int(block["t"][-1]), self.config)
         if self.pending:
             if not self._completes(block):  # window k goes on after the block: join it later
                 self.pending.append(block)
@@ -312,6 +315,17 @@ def _start_in(config: WindowConfig, k: int, t0: int, t: np.ndarray, base: int) -
     if config.by_time:
         return int(np.searchsorted(t, _start(config, k, t0), side="left"))
     return min(len(t), _start(config, k, t0) - base)
+
+
+def _check_room(t: int, config: WindowConfig) -> None:
+    """EventsError if a window holding time `t` may end past the largest int64 time (its
+    [t_start, t_stop) could not be stored: the run's arithmetic and columns are int64)."""
+    room = config.length if config.by_time else 1
+    if t > INT64_MAX - room:
+        raise EventsError(
+            f"an event at t={t} us is within {room} us of the largest time int64 holds "
+            f"({INT64_MAX}): the end of its window cannot be stored"
+        )
 
 
 def _range(config: WindowConfig, k: int, t0: int, t: np.ndarray) -> tuple[int, int]:
