@@ -628,23 +628,35 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum()
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        ["--transform", to_frame_transform(event_count=5)],  # T by the count: 1 for the probe
-        ["--window-events", "22", "--transform", to_frame_transform(time_window=STEP_US)],
-    ],
-    ids=["event-count-transform", "event-count-windows"],
-)
-def test_windows_of_other_time_steps_are_refused_naming_T(setup, tmp_path, options):
+def test_windows_of_other_time_steps_are_refused_naming_T(setup, tmp_path):
     """A T that the window's length does not set cannot be padded to: the recording is refused,
     told that T differs and to fix the number of steps, not the sensor size."""
     path = write_uneven_windows(tmp_path / "uneven.npy")
+    options = ["--transform", to_frame_transform(event_count=5)]  # T by the count: 1 for the probe
     assert run(setup, tmp_path / "o.h5", "--encode-only", *options, inputs=str(path)) == 1
     (record,) = recordings_of(tmp_path / "o.h5").values()
     assert record["status"] == "failed" and "uneven.npy" in record["error"]
     assert "time steps (T)" in record["error"]
     assert "n_time_bins" in record["error"] and "sensor size" not in record["error"]
+
+
+def test_encoding_count_windows_to_steps_set_by_their_span_is_refused_at_set_up(
+    setup, tmp_path, capsys
+):
+    """Count windows span any time, so a T set by the span (ToFrame's time_window) has no
+    longest to pad to: refused before any recording, not in an order-dependent way (the
+    first recording's T was the run's, and each process had its own)."""
+    path = write_uneven_windows(tmp_path / "uneven.npy")
+    by_span = to_frame_transform(time_window=STEP_US)
+    options = ["--encode-only", "--window-events", "22", "--transform", by_span]
+    assert run(setup, tmp_path / "o.h5", *options, inputs=str(path)) == 2
+    error = capsys.readouterr().err
+    assert "transform: windows of 22 events encode to 1 time steps (T) over 21 us" in error
+    assert "n_time_bins" in error and not (tmp_path / "o.h5").exists()
+    options[-1] = to_frame_transform(n_time_bins=3)  # fixed steps: encoded as they are
+    assert run(setup, tmp_path / "o.h5", *options, inputs=str(path)) == 0
+    (record,) = recordings_of(tmp_path / "o.h5").values()
+    assert record["windows"]["encoded"].shape[1] == 3
 
 
 def test_a_shape_mismatch_names_the_axis_that_differs(tmp_path):

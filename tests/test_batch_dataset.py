@@ -81,7 +81,8 @@ def test_the_steps_a_time_window_pads_to_do_not_depend_on_filters(filters):
     two["t"] = [0, 99_999]
     window = WindowConfig(duration_us=100_000)
     assert window_time_steps(window, [*filters, to_frame]) == len(truth(two)) == 9
-    assert window_time_steps(WindowConfig(n_events=100), [*filters, to_frame]) is None
+    by_bins = ToFrame(sensor_size=(34, 34, 2), n_time_bins=3)  # count windows: T not by span
+    assert window_time_steps(WindowConfig(n_events=100), [*filters, by_bins]) is None
 
 
 @pytest.mark.parametrize("window", [WindowConfig(duration_us=1000), WindowConfig(n_events=2)])

@@ -28,6 +28,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from eventsnn.data.errors import ConfigError
 from eventsnn.data.pipeline import Pipeline
 from eventsnn.events import EventsError, SensorSize, SensorSizeError, make_events
 from eventsnn.inference.background import read_ahead
@@ -41,15 +42,31 @@ FIXED_STEPS_HINT = "give the transform a fixed number of time steps, such as ToF
 
 
 def window_time_steps(window: WindowConfig, transforms: Sequence[Callable]) -> int | None:
-    """The time steps (T) a window of `window`'s length encodes to at most, or None for
-    event-count windows: T of a probe window with an event at its first and last microsecond
-    (transforms such as ToFrame(time_window=...) bin from a window's first event to its last,
-    so a window starting late or ending a recording early has fewer). A transform that drops
-    probe events (a denoise, refractory or crop filter) is passed over: the probe stands for
-    the window's span, not for its events."""
-    if not window.by_time:
-        return None
-    events = make_events([0, 0], [0, 0], [0, window.length - 1], [0, 0])
+    """The time steps (T) a window of `window`'s length encodes to at most (encode-only runs
+    pad every window to it: one results table holds one shape): T of a probe window with an
+    event at its first and last microsecond (transforms such as ToFrame(time_window=...) bin
+    from a window's first event to its last, so a window starting late or ending a recording
+    early has fewer). Event-count windows have no longest span: None, once probes of one
+    count over a short and a long span show that T does not depend on it; else ConfigError."""
+    if window.by_time:
+        return _probe_steps(make_events([0, 0], [0, 0], [0, window.length - 1], [0, 0]), transforms)
+    n, zeros = window.length, np.zeros(window.length)
+    spans = (n - 1, 1000 * max(n - 1, 1))
+    times = [np.arange(n) * span // max(n - 1, 1) for span in spans]
+    steps = [_probe_steps(make_events(zeros, zeros, t, zeros), transforms) for t in times]
+    if steps[0] != steps[1]:
+        raise ConfigError(
+            "transform",
+            f"windows of {n} events encode to {steps[0]} time steps (T) over {spans[0]} us and "
+            f"to {steps[1]} over {spans[1]} us: --encode-only writes one shape, "
+            f"{FIXED_STEPS_HINT}",
+        )
+    return None
+
+
+def _probe_steps(events: np.ndarray, transforms: Sequence[Callable]) -> int:
+    """T of the probe `events` encoded. A transform that drops probe events (a denoise,
+    refractory or crop filter) is passed over: the probe stands for a span, not for events."""
     for transform in transforms:
         out = transform(events)
         is_events = isinstance(out, np.ndarray) and out.dtype.names is not None
