@@ -22,6 +22,7 @@ from eventsnn.inference import completed, data_recipe, iter_records, merge, part
 from eventsnn.inference import parts as parts_module
 from eventsnn.inference import writer as writer_module
 from eventsnn.inference.dataset import RecordingTask, plan_tasks
+from eventsnn.inference.decisions import decide
 from eventsnn.inference.parts import RecordingPart, column, commit_parts, put_dataset
 from eventsnn.inference.recipe import (
     build_transforms,
@@ -51,7 +52,7 @@ def part_with_rows(
     part = RecordingPart(folder, path, flush_bytes=flush_bytes)
     rows = np.array(probabilities, dtype=np.float32)
     for half in (rows[:1], rows[1:]):
-        part.append({"probabilities": half, "predicted": half.argmax(-1), "t_start": half[:, 0]})
+        part.append({"probabilities": half, "predicted": decide(half), "t_start": half[:, 0]})
     record = {"path": path, "checksum": sha, "size": 10, "n_events": 5, "error": ""}
     return part, part.finish(record, ["1_lif"])
 
@@ -254,6 +255,45 @@ def test_an_unreadable_part_is_skipped_with_a_warning_and_its_recordings_redone(
     assert not parts_dir(output).exists()
 
 
+UNIFORM = [0.5, 0.5]  # a silent count readout: every class scored alike
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one piece", "split"])
+def test_silent_windows_decide_nothing_and_do_not_vote(tmp_path, split):
+    """Two silent windows and one for class 1: the recording is class 1 by mean and by vote
+    (argmax would have made the silent windows class 0 and won the vote for it); a recording
+    of silent windows only decides nothing. Alike whole or joined from pieces."""
+    output = tmp_path / "out.h5"
+    folder = parts_dir(output) / "rank-0"
+    folder.mkdir(parents=True)
+    recordings = {"/data/some.npy": [UNIFORM, UNIFORM, [0.2, 0.8]], "/data/quiet.npy": [UNIFORM]}
+    for path, rows in recordings.items():
+        pieces = [rows[:1], rows[1:]] if split and len(rows) > 1 else [rows]
+        for part, piece in enumerate(pieces):
+            recording = RecordingPart(folder, path, part=part, parts=len(pieces))
+            probabilities = np.array(piece, dtype=np.float32)
+            recording.append({"probabilities": probabilities, "predicted": decide(probabilities)})
+            recording.finish({"path": path, "checksum": "c", "n_windows": len(piece)}, [])
+            commit_parts(folder, [recording])
+    assert merge(output, {"mode": "predict"}) == 2
+    records = {r["path"]: r for r in iter_records(output)}
+    some, quiet = records["/data/some.npy"], records["/data/quiet.npy"]
+    assert (some["predicted"], some["predicted_majority"]) == (1, 1)
+    assert (quiet["predicted"], quiet["predicted_majority"]) == (-1, -1)
+    with h5py.File(output, "r") as file:
+        assert read_recording(file, "/data/some.npy")["windows"]["predicted"].tolist() == [
+            -1,
+            -1,
+            1,
+        ]
+
+
+def test_decide_takes_the_top_class_unless_several_share_it():
+    scores = np.array([[0.1, 0.7, 0.2], [0.4, 0.4, 0.2], [1 / 3] * 3, [0.2, 0.3, 0.3]])
+    assert decide(scores).tolist() == [1, -1, -1, -1]
+    assert int(decide(np.array([3, 1, 0]))) == 0 and int(decide(np.zeros(4))) == -1
+
+
 def test_parts_of_a_split_recording_count_only_once_all_are_merged(tmp_path):
     """A recording split between processes is done when every piece is: the merge joins them
     into one row (windows in part order, counts summed, predictions over all windows)."""
@@ -387,7 +427,8 @@ def test_merge_keeps_old_results_and_prefers_newer_parts(tmp_path):
         assert "parameters" not in file.attrs  # this run's metadata only
         check_tables(file)
         record = read_recording(file, "/data/b.npy")
-    assert record["predicted_majority"] == 0 and len(record["windows"]["predicted"]) == 2
+    assert record["predicted_majority"] == -1  # one vote each: a tie decides nothing
+    assert len(record["windows"]["predicted"]) == 2
 
 
 def test_transforms_from_recipe_specs():

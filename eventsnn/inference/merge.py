@@ -34,6 +34,7 @@ import h5py
 import numpy as np
 
 from eventsnn.atomic import temporaries, written_atomically
+from eventsnn.inference.decisions import decide, votes
 from eventsnn.inference.parts import column
 from eventsnn.inference.results import (
     FORMAT,
@@ -418,11 +419,11 @@ def _join(
     if "probabilities" in windows:
         mean = np.full(windows["probabilities"].shape[1], np.nan, dtype=np.float32)
         if at > start:
-            probabilities = windows["probabilities"][start:at].astype(np.float64)
-            mean = (probabilities.sum(axis=0) / len(probabilities)).astype(np.float32)
-            votes = np.bincount(windows["predicted"][start:at], minlength=len(mean))
-            table["predicted"] = np.array([mean.argmax()])
-            table["predicted_majority"] = np.array([votes.argmax()])
+            total = windows["probabilities"][start:at].astype(np.float64).sum(axis=0)
+            mean = (total / (at - start)).astype(np.float32)
+            counts = votes(windows["predicted"][start:at], len(mean))
+            table["predicted"] = np.array([decide(total)])  # as an unsplit run's sum decides
+            table["predicted_majority"] = np.array([decide(counts)])
         table["mean_probabilities"] = mean[None]
     return table
 

@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 
 from eventsnn.atomic import written_atomically
+from eventsnn.inference.decisions import decide, votes
 from eventsnn.inference.results import (
     FORMAT,
     FORMAT_VERSION,
@@ -109,7 +110,7 @@ class RecordingPart:
             self.probability_sum = np.zeros(probabilities.shape[1], dtype=np.float64)
             self.votes = np.zeros(probabilities.shape[1], dtype=np.int64)
         self.probability_sum += probabilities.sum(axis=0)
-        self.votes += np.bincount(predicted, minlength=len(self.votes))
+        self.votes += votes(predicted, len(self.votes))
 
     @property
     def mean_probabilities(self) -> np.ndarray | None:
@@ -128,8 +129,8 @@ class RecordingPart:
         self.record["error"] = self.rejected or record.get("error", "")
         self.record["status"] = STATUS_FAILED if self.record["error"] else STATUS_DONE
         if self.probability_sum is not None:
-            self.record["predicted"] = int(self.probability_sum.argmax())
-            self.record["predicted_majority"] = int(self.votes.argmax())
+            self.record["predicted"] = int(decide(self.probability_sum))
+            self.record["predicted_majority"] = int(decide(self.votes))
         self.layer_names = layer_names
         if self.spill is None:
             return False

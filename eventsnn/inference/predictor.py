@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from eventsnn.data.errors import ConfigError
+from eventsnn.inference.decisions import decide
 from eventsnn.learning.competitive import CompetitiveLayer
 from eventsnn.nn import SpikingNeuron, reset_states
 
@@ -62,7 +63,7 @@ class WindowPredictor(pl.LightningModule):
         return {
             **out,
             "probabilities": probabilities,
-            "predicted": probabilities.argmax(-1),
+            "predicted": torch.from_numpy(decide(probabilities.detach().cpu().numpy())),
             "spike_counts": self._spikes[-1].flatten(2).sum(0).float(),
             "firing_rates": torch.stack(
                 [s.float().flatten(2).mean(dim=(0, 2)) for s in self._spikes], dim=1

@@ -8,7 +8,8 @@ Final file (one per run, replaced atomically by the merge), two tables of equal-
     /recordings/      one row a recording:
         path checksum status ("done" | "failed") error      UTF-8 strings
         size n_events n_windows rank (the process that wrote it)
-        predicted predicted_majority  (whole recording: mean probability / majority; -1: none)
+        predicted predicted_majority  (whole recording: mean probability / majority of the
+                      windows that decided; -1: none, or a tie: `decisions`)
         first_window  (its first row in /windows)           int64
         seconds                                             float64
         mean_probabilities (recordings, classes)            float32, NaN without a window
@@ -16,7 +17,8 @@ Final file (one per run, replaced atomically by the merge), two tables of equal-
                       first_window on, in time order:
         recording (its row in /recordings) index t_start t_stop first_event n_events  int64,
         window [t_start, t_stop) in µs
-        probabilities (n, classes) predicted (n,) spike_counts (n, classes)
+        probabilities (n, classes) predicted (n,: -1 when classes tie at the top, as
+        when the output layer is silent) spike_counts (n, classes)
         firing_rates (n, layers) @layer_names               (predictions)
         encoded (n, T, ...)                                 (--encode-only, instead)
 
