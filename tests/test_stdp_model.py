@@ -82,6 +82,21 @@ def test_rate_encoder_counts_follow_the_rates():
         RateEncoder(10, 0.3, coding="burst")
 
 
+@pytest.mark.parametrize("coding", ["poisson", "regular"])
+def test_rate_encoder_evaluates_a_sample_alike_in_any_batch_and_trains_on_fresh_draws(coding):
+    """Out of training, a sample's spikes depend on the sample only (not on its batch, its
+    place in it, or the global random state), so batch results do not depend on batching."""
+    frames = torch.rand(3, 6, 2, 6, 6, generator=torch.Generator().manual_seed(3)) * 5
+    encoder = RateEncoder(50, 0.3, coding=coding).eval()
+    torch.manual_seed(0)
+    spikes = encoder(frames)
+    torch.manual_seed(1)
+    torch.testing.assert_close(encoder(frames[:, [4, 1]]), spikes[:, [4, 1]], rtol=0, atol=0)
+    assert not torch.equal(spikes[:, 0], spikes[:, 1])  # samples differ: their own draws
+    encoder.train()
+    assert not torch.equal(encoder(frames), encoder(frames))
+
+
 def two_pattern_loader(n: int, seed: int) -> DataLoader:
     """Frames (T=1) of two classes: events on the left or on the right half of a 2x8x8 sensor."""
     gen = torch.Generator().manual_seed(seed)

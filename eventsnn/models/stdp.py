@@ -25,6 +25,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+import xxhash
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 
@@ -43,7 +44,10 @@ class RateEncoder(nn.Module):
     fires with probability ``max_rate`` per step. ``coding="poisson"`` draws independent Bernoulli
     spikes; ``"regular"`` fires evenly spaced spikes (an integrate-and-fire on the rate from a
     random phase), so counts vary by at most one spike and competition is less noisy. Out of
-    training mode, presentations last ``eval_time_steps`` (longer: more spikes to count).
+    training mode, presentations last ``eval_time_steps`` (longer: more spikes to count) and
+    each sample's draws are seeded by its rates: a sample's spikes, and so its prediction, are
+    the same in any batch, run or process (batch results must not depend on how windows were
+    batched or shared out); training draws afresh each time.
     """
 
     def __init__(
@@ -76,15 +80,28 @@ class RateEncoder(nn.Module):
         return counts / peak * self.max_rate
 
     def forward(self, frames: Tensor) -> Tensor:
-        """Input spikes for the batch (a fresh draw each call)."""
+        """Input spikes for the batch (training: a fresh draw each call; else seeded draws)."""
         rates = self.rates(frames)
         time_steps = self.time_steps if self.training else self.eval_time_steps
         if self.coding == "poisson":
-            draws = torch.rand((time_steps, *rates.shape), device=rates.device)
+            draws = self._uniform(rates, time_steps)  # (time_steps, B, features)
             return (draws < rates).to(rates.dtype)
         steps = torch.arange(time_steps + 1, device=rates.device, dtype=rates.dtype)
-        phase = torch.rand(rates.shape, device=rates.device, dtype=rates.dtype)
+        phase = self._uniform(rates, 1)[0]
         return (phase + rates * steps.view(-1, 1, 1)).floor().diff(dim=0)
+
+    def _uniform(self, rates: Tensor, steps: int) -> Tensor:
+        """U(0, 1) draws (steps, B, features): fresh in training, else each sample's from a
+        generator seeded by its rates' bytes."""
+        shape = (steps, *rates.shape)
+        if self.training:
+            return torch.rand(shape, device=rates.device, dtype=rates.dtype)
+        draws = torch.empty((rates.shape[0], steps, rates.shape[1]), device=rates.device)
+        generator = torch.Generator(device=rates.device)
+        for sample, sample_rates in enumerate(rates.detach().cpu().numpy()):
+            generator.manual_seed(xxhash.xxh3_64_intdigest(sample_rates.tobytes()))
+            torch.rand(draws.shape[1:], generator=generator, out=draws[sample])
+        return draws.to(rates.dtype).transpose(0, 1)
 
 
 def pooled_shape(input_shape: tuple[int, int, int], pool: int) -> tuple[int, int, int]:
