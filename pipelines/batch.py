@@ -145,9 +145,11 @@ def find_recordings(inputs: Iterable[str], output: str | None = None) -> list[st
     """Absolute paths of the recordings the inputs name, sorted, each once.
 
     A folder gives every file under it with an event-file suffix, a pattern its matches with
-    one (not the .json sidecars beside .npy files); a file named as it is is always taken.
-    The results file `output` and its part files are no recordings: left out when a folder or
-    a pattern finds them (an output kept beside its recordings), refused when named.
+    one (not the .json sidecars beside .npy files), both but hidden ones (a name or a folder
+    starting with ".", such as macOS's ._ files, as glob's ``**`` leaves out); a file named as
+    it is is always taken, even with glob characters in its name (``rec[1].h5``). The results
+    file `output` and its part files are no recordings: left out when a folder or a pattern
+    finds them (an output kept beside its recordings), refused when named.
     """
     from eventsnn.data.errors import ConfigError
 
@@ -155,8 +157,8 @@ def find_recordings(inputs: Iterable[str], output: str | None = None) -> list[st
     found: set[str] = set()
     for item in inputs:
         if Path(item).is_dir():
-            found.update(str(p) for p in Path(item).rglob("*") if _is_event_file(p))
-        elif glob.has_magic(item) or _BRACES.search(item):
+            found.update(str(p) for p in Path(item).rglob("*") if _listed(p, Path(item)))
+        elif (glob.has_magic(item) or _BRACES.search(item)) and not Path(item).is_file():
             for pattern in expand_braces(item):
                 found.update(p for p in glob.glob(pattern, recursive=True) if _is_event_file(p))
         elif ours(item):
@@ -184,6 +186,12 @@ def _results_files(output: str | None) -> Callable[[str], bool]:
 
 def _is_event_file(path: str | Path) -> bool:
     return Path(path).is_file() and Path(path).suffix.lower() in SUFFIX_FORMAT
+
+
+def _listed(path: Path, folder: Path) -> bool:
+    """Whether a folder search takes `path`: an event file, not hidden below `folder`."""
+    hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+    return not hidden and _is_event_file(path)
 
 
 def launcher_rank() -> int:

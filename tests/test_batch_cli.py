@@ -527,6 +527,22 @@ def test_a_recording_named_twice_is_processed_once(setup, tmp_path, monkeypatch)
     argv += ["--inputs", *twice.split(","), "--progress", "false", "--threads", "1"]
     assert batch.main(argv) == 0
     assert list(recordings_of(tmp_path / "o.h5")) == [str(setup["folder"] / "r0.npy")]
+    with h5py.File(tmp_path / "o.h5", "r") as file:  # named as the user names it
+        assert read_recording(file, "r0.npy")["path"] == str(setup["folder"] / "r0.npy")
+
+
+def test_files_named_with_glob_characters_are_taken_and_hidden_files_are_not_searched(tmp_path):
+    """A file named as it is is taken even when its name reads as a pattern; a folder search
+    leaves hidden files and folders out, as glob's ** does (macOS's ._ files are no events)."""
+    folder = tmp_path / "odd"
+    for name in ["rec[1].h5", "rec{a,b}.npy", "seen.npy", ".hidden.h5", "._seen.npy", ".git/x.h5"]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"")
+    named = [str(folder / "rec[1].h5"), str(folder / "rec{a,b}.npy")]
+    assert batch.find_recordings(named) == sorted(named)
+    wanted = [str(folder / name) for name in ["rec[1].h5", "rec{a,b}.npy", "seen.npy"]]
+    assert batch.find_recordings([str(folder)]) == sorted(wanted)
+    assert batch.find_recordings([f"{folder}/**/*"]) == sorted(wanted)
 
 
 def test_forking_strategies_are_told_apart():

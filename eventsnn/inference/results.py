@@ -207,11 +207,13 @@ def read_part(path: Path) -> Tables | None:
         return None
 
 
-def read_recording(file: h5py.File, path: str) -> dict[str, Any]:
+def read_recording(file: h5py.File, path: str | os.PathLike) -> dict[str, Any]:
     """The recording `path` of an open results file: its /recordings row (plain values, and
-    mean_probabilities if any) with its windows' columns under ``"windows"``."""
+    mean_probabilities if any) with its windows' columns under ``"windows"``. Results name
+    recordings by absolute path: a relative `path` is taken from the working folder."""
     check_format(file, file.filename)
     paths = file[RECORDINGS]["path"].asstr()[()]
+    path = os.path.abspath(path)
     found = np.flatnonzero(paths == path)
     if not len(found):
         raise KeyError(f"{file.filename}: no recording {path!r}")
