@@ -24,6 +24,7 @@ from eventsnn.inference import writer as writer_module
 from eventsnn.inference.dataset import RecordingTask, plan_tasks
 from eventsnn.inference.decisions import decide
 from eventsnn.inference.parts import RecordingPart, column, commit_parts, put_dataset
+from eventsnn.inference.progress import OtherRanks
 from eventsnn.inference.recipe import (
     build_transforms,
     canonical_spec,
@@ -253,6 +254,31 @@ def test_an_unreadable_part_is_skipped_with_a_warning_and_its_recordings_redone(
         assert merge(output, {"mode": "predict"}) == 1
     assert [r["path"] for r in iter_records(output)] == ["/data/a.npy"]
     assert not parts_dir(output).exists()
+
+
+def test_rank_0s_progress_counts_what_the_other_ranks_commit_in_this_run(tmp_path):
+    """Recordings, windows and events of the other ranks' new part files: a whole recording's
+    events are its n_events, a piece's those of its windows (n_events is where it ends)."""
+    output = tmp_path / "out.h5"
+    own, other = parts_dir(output) / "rank-0", parts_dir(output) / "rank-1"
+    other.mkdir(parents=True)
+    own.mkdir()
+
+    def commit(folder: Path, path: str, events: list[int], n_events: int, part: int = 0) -> None:
+        recording = RecordingPart(folder, path, part=part, parts=1 if part == 0 else 2)
+        recording.append({"n_events": np.array(events), "index": np.arange(len(events))})
+        recording.finish({"path": path, "checksum": "c", "n_events": n_events}, [])
+        commit_parts(folder, [recording])
+
+    commit(other, "/data/earlier.npy", [5], 5)  # a killed run's: not this run's work
+    progress = OtherRanks(parts_dir(output), own)
+    assert progress.update() == 0
+    commit(other, "/data/a.npy", [10, 20], 30)
+    commit(other, "/data/long.h5", [7, 8, 9], 1000, part=1)  # events 976..999 of the file
+    commit(own, "/data/mine.npy", [4], 4)  # rank 0 counts its own
+    assert progress.update() == 2
+    assert (progress.done.recordings, progress.done.windows, progress.done.events) == (2, 5, 54)
+    assert progress.update() == 0  # each file is read once
 
 
 UNIFORM = [0.5, 0.5]  # a silent count readout: every class scored alike

@@ -19,7 +19,8 @@ but ``on_exception`` (their state does not come back to it); there it stops the 
 or SIGTERM when that stopped it) and waits for them to exit, then merges only what rank 0 left
 unmerged (a lock serialises merges of an output: `eventsnn.inference.merge`): with no part file
 left, the output stays as rank 0 wrote it. One output is for one run at a time.
-Rank 0 shows a progress bar over its recordings with windows and events per second.
+Rank 0 shows a progress bar over the run's recordings (every rank's: `OtherRanks` reads the
+others' part files) with windows and events per second.
 """
 
 from __future__ import annotations
@@ -43,12 +44,15 @@ from tqdm.auto import tqdm
 from eventsnn.inference.dataset import FIXED_STEPS_HINT, RecordingTask
 from eventsnn.inference.merge import merge
 from eventsnn.inference.parts import RecordingPart, commit_parts
+from eventsnn.inference.progress import Done, OtherRanks
 from eventsnn.inference.results import parts_dir
 
 COMMIT_BYTES = 2**26
 """Finished rows held for a commit at most (encoded windows are large): past it, commit now."""
 RANKS_GRACE_SECONDS = 30.0
 """How long an interrupted launcher waits for the ranks it forked to stop before killing them."""
+PROGRESS_SECONDS = 0.5
+"""How often rank 0 looks for the other ranks' new part files, at most."""
 OUTPUT_KEYS = ("probabilities", "predicted", "spike_counts", "firing_rates", "encoded")
 """Per-window outputs of `WindowPredictor` stored as datasets."""
 
@@ -79,6 +83,8 @@ class ResultsWriter(BasePredictionWriter):
         self.started = time.perf_counter()
         self.folder = parts_dir(self.output)
         self.bar: tqdm | None = None
+        self.others: OtherRanks | None = None
+        self.others_read = 0.0
         self.rank = 0
         self.merge_tried = False
         self.ended = False
@@ -91,12 +97,15 @@ class ResultsWriter(BasePredictionWriter):
         self.folder.mkdir(parents=True, exist_ok=True)
         plan = trainer.datamodule.plan()  # the WindowDataModule's tasks
         self.tasks = {task.index: task for task in plan}
+        shown = self.progress and trainer.is_global_zero
+        if shown and trainer.world_size > 1:
+            self.others = OtherRanks(parts_dir(self.output), self.folder)
         self.bar = tqdm(
-            total=len(plan[trainer.global_rank :: trainer.world_size]),
+            total=len(plan),
             unit="rec",
             desc="recordings",
             dynamic_ncols=True,
-            disable=not (self.progress and trainer.is_global_zero),
+            disable=not shown,
         )
         self.started = time.perf_counter()
 
@@ -170,13 +179,19 @@ class ResultsWriter(BasePredictionWriter):
             )
         return self.open[index]
 
-    def _show(self, finished: int) -> None:
+    def _show(self, finished: int, last: bool = False) -> None:
+        """Move the bar by this rank's `finished` recordings and those the other ranks
+        committed since it last looked (every `PROGRESS_SECONDS`, and at the `last` call)."""
         if self.bar is None or self.bar.disable:
             return
-        seconds = max(time.perf_counter() - self.started, 1e-9)
-        self.bar.set_postfix(
-            windows=self.windows_done, ev_s=f"{self.events_done / seconds:.3g}", refresh=False
-        )
+        now = time.perf_counter()
+        others = Done() if self.others is None else self.others.done
+        if self.others is not None and (last or now - self.others_read >= PROGRESS_SECONDS):
+            finished += self.others.update()
+            self.others_read = now
+        seconds = max(now - self.started, 1e-9)
+        events, windows = self.events_done + others.events, self.windows_done + others.windows
+        self.bar.set_postfix(windows=windows, ev_s=f"{events / seconds:.3g}", refresh=False)
         self.bar.update(finished)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -184,6 +199,7 @@ class ResultsWriter(BasePredictionWriter):
         rank 0's to merge is raised on every rank (module docstring)."""
         commit_error = _attempt(self._end)
         failed = _failures(trainer, commit_error, "committing finished recordings")
+        self._close_bar()  # every rank has committed: the bar counts all their work
         merge_error = None
         if trainer.is_global_zero:
             merge_error = _attempt(lambda: self._merge(complete=not failed))
@@ -215,6 +231,7 @@ class ResultsWriter(BasePredictionWriter):
             # the commit and merge short; the command puts its handler back after the run
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self._end()
+        self._close_bar()
         if trainer.strategy.launcher is not None:
             terminated = isinstance(exception, SIGTERMException)
             _stop_ranks(trainer.strategy.launcher, signal.SIGTERM if terminated else signal.SIGINT)
@@ -222,16 +239,19 @@ class ResultsWriter(BasePredictionWriter):
             self._merge(complete=False)
 
     def _end(self) -> None:
-        """Commit the finished recordings; close the progress bar and the unfinished
-        recordings' files (even if the commit failed)."""
+        """Commit the finished recordings; close the unfinished recordings' files (even if
+        the commit failed)."""
         try:
             self._commit()
         finally:
             self._close()
 
-    def _close(self) -> None:
+    def _close_bar(self) -> None:
         if self.bar is not None:
+            self._show(0, last=True)
             self.bar.close()
+
+    def _close(self) -> None:
         for part in self.open.values():
             part.abandon()
         self.open.clear()
