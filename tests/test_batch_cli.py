@@ -673,7 +673,7 @@ def test_encoding_count_windows_to_steps_set_by_their_span_is_refused_at_set_up(
     options = ["--encode-only", "--window-events", "22", "--transform", by_span]
     assert run(setup, tmp_path / "o.h5", *options, inputs=str(path)) == 2
     error = capsys.readouterr().err
-    assert "transform: windows of 22 events encode to 1 time steps (T) over 21 us" in error
+    assert "transform: windows of 22 events encode to 1 time steps (T) over 2100 us" in error
     assert "n_time_bins" in error and not (tmp_path / "o.h5").exists()
     options[-1] = to_frame_transform(n_time_bins=3)  # fixed steps: encoded as they are
     assert run(setup, tmp_path / "o.h5", *options, inputs=str(path)) == 0

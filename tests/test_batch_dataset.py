@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tonic
 
+from eventsnn.data.errors import ConfigError
 from eventsnn.encoding.transforms import CenterCrop, Decimation, Denoise, RefractoryPeriod, ToFrame
 from eventsnn.events import make_events, write
 from eventsnn.inference.dataset import RecordingTask, WindowDataset, window_time_steps
@@ -83,6 +84,16 @@ def test_the_steps_a_time_window_pads_to_do_not_depend_on_filters(filters):
     assert window_time_steps(window, [*filters, to_frame]) == len(truth(two)) == 9
     by_bins = ToFrame(sensor_size=(34, 34, 2), n_time_bins=3)  # count windows: T not by span
     assert window_time_steps(WindowConfig(n_events=100), [*filters, by_bins]) is None
+
+
+@pytest.mark.parametrize("time_window", [10, 10**6, 10**10])
+def test_count_windows_whose_steps_follow_their_span_are_found_at_any_time_window(time_window):
+    """However long ToFrame's time window, some span of a count window gives more steps."""
+    transforms = [ToFrame(sensor_size=SENSOR, time_window=time_window)]
+    with pytest.raises(
+        ConfigError, match=r"^transform: windows of 100 events encode to \d+ time steps"
+    ):
+        window_time_steps(WindowConfig(n_events=100), transforms)
 
 
 @pytest.mark.parametrize("window", [WindowConfig(duration_us=1000), WindowConfig(n_events=2)])

@@ -22,7 +22,6 @@ from eventsnn.inference import completed, data_recipe, iter_records, merge, part
 from eventsnn.inference import parts as parts_module
 from eventsnn.inference import writer as writer_module
 from eventsnn.inference.dataset import RecordingTask, plan_tasks
-from eventsnn.inference.decisions import decide
 from eventsnn.inference.parts import RecordingPart, column, commit_parts, put_dataset
 from eventsnn.inference.progress import OtherRanks
 from eventsnn.inference.recipe import (
@@ -41,6 +40,7 @@ from eventsnn.inference.results import (
 )
 from eventsnn.inference.windows import WindowConfig
 from eventsnn.inference.writer import ResultsWriter
+from eventsnn.models.decisions import decide
 
 
 def part_with_rows(
@@ -314,9 +314,10 @@ def test_silent_windows_decide_nothing_and_do_not_vote(tmp_path, split):
         ]
 
 
-def test_decide_takes_the_top_class_unless_several_share_it():
+def test_decide_takes_the_top_class_unless_several_share_it_or_one_is_nan():
     scores = np.array([[0.1, 0.7, 0.2], [0.4, 0.4, 0.2], [1 / 3] * 3, [0.2, 0.3, 0.3]])
     assert decide(scores).tolist() == [1, -1, -1, -1]
+    assert decide(np.array([[np.nan] * 3, [0.2, np.nan, 0.5]])).tolist() == [-1, -1]
     assert int(decide(np.array([3, 1, 0]))) == 0 and int(decide(np.zeros(4))) == -1
 
 

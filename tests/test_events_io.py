@@ -689,6 +689,10 @@ def test_an_event_outside_a_given_sensor_size_is_a_sensor_size_error_not_damage(
     lines = raw.read_bytes().split(b"\n")
     raw.write_bytes(b"\n".join(line for line in lines if b"geometry" not in line
                                and b"width=" not in line))  # fmt: skip
+    wide = tmp_path / "wide.csv"
+    wide.write_text("10,1,1,1\n20,40000,3,0\n")  # x past int16: refused, not wrapped around
+    with pytest.raises(EventsError, match=r"wide.csv: cannot decode: x overflow \(x=40000"):
+        read(wide, sensor_size=(100, 100, 2))
     for path in (csv, raw):
         assert read(path).events["x"].tolist() == [1, 12, 2]
         with pytest.raises(SensorSizeError, match=rf"{path.name}: field 'x' out of the sensor: "

@@ -93,6 +93,9 @@ def test_rate_encoder_evaluates_a_sample_alike_in_any_batch_and_trains_on_fresh_
     torch.manual_seed(1)
     torch.testing.assert_close(encoder(frames[:, [4, 1]]), spikes[:, [4, 1]], rtol=0, atol=0)
     assert not torch.equal(spikes[:, 0], spikes[:, 1])  # samples differ: their own draws
+    with encoder.fresh():  # frozen training epochs: evaluation's presentation, new draws
+        assert not torch.equal(encoder(frames), encoder(frames))
+    torch.testing.assert_close(encoder(frames), spikes, rtol=0, atol=0)
     encoder.train()
     assert not torch.equal(encoder(frames), encoder(frames))
 

@@ -37,6 +37,8 @@ from eventsnn.inference.windows import Window, WindowConfig, iter_windows
 
 WINDOW_COLUMNS = ("recording", "index", "t_start", "t_stop", "first_event", "n_events")
 """Per-window int64 columns of a batch; ``recording`` is the recording's task index."""
+PROBE_SPAN_US = 10**12
+"""The longest span (11.6 days) over which count windows are probed for a T set by the span."""
 FIXED_STEPS_HINT = "give the transform a fixed number of time steps, such as ToFrame's n_time_bins"
 """What to do when windows' encoded tensors differ in their number of time steps (T)."""
 
@@ -47,20 +49,26 @@ def window_time_steps(window: WindowConfig, transforms: Sequence[Callable]) -> i
     event at its first and last microsecond (transforms such as ToFrame(time_window=...) bin
     from a window's first event to its last, so a window starting late or ending a recording
     early has fewer). Event-count windows have no longest span: None, once probes of one
-    count over a short and a long span show that T does not depend on it; else ConfigError."""
+    count over spans growing tenfold up to `PROBE_SPAN_US` show that T does not depend on
+    the span; else ConfigError. (T changes within a tenfold of the span where it first can,
+    so the probes stay small.)"""
     if window.by_time:
         return _probe_steps(make_events([0, 0], [0, 0], [0, window.length - 1], [0, 0]), transforms)
     n, zeros = window.length, np.zeros(window.length)
-    spans = (n - 1, 1000 * max(n - 1, 1))
-    times = [np.arange(n) * span // max(n - 1, 1) for span in spans]
-    steps = [_probe_steps(make_events(zeros, zeros, t, zeros), transforms) for t in times]
-    if steps[0] != steps[1]:
-        raise ConfigError(
-            "transform",
-            f"windows of {n} events encode to {steps[0]} time steps (T) over {spans[0]} us and "
-            f"to {steps[1]} over {spans[1]} us: --encode-only writes one shape, "
-            f"{FIXED_STEPS_HINT}",
-        )
+    first = max(n - 1, 1)
+    spans = [first * 10**k for k in range(13) if first * 10**k <= PROBE_SPAN_US]
+    steps = None
+    for span in spans:
+        t = np.arange(n) * span // first
+        probed = _probe_steps(make_events(zeros, zeros, t, zeros), transforms)
+        if steps is not None and probed != steps:
+            raise ConfigError(
+                "transform",
+                f"windows of {n} events encode to {steps} time steps (T) over {span // 10} us "
+                f"and to {probed} over {span} us: --encode-only writes one shape, "
+                f"{FIXED_STEPS_HINT}",
+            )
+        steps = probed
     return None
 
 

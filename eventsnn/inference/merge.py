@@ -34,7 +34,6 @@ import h5py
 import numpy as np
 
 from eventsnn.atomic import temporaries, written_atomically
-from eventsnn.inference.decisions import decide, votes
 from eventsnn.inference.parts import column
 from eventsnn.inference.results import (
     FORMAT,
@@ -50,6 +49,7 @@ from eventsnn.inference.results import (
     read_output,
     read_part,
 )
+from eventsnn.models.decisions import decide, votes
 
 COPY_BYTES = 2**24
 """Window rows copied at a time (encoded windows of a long recording may not fit in memory)."""

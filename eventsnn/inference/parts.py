@@ -25,7 +25,6 @@ import h5py
 import numpy as np
 
 from eventsnn.atomic import written_atomically
-from eventsnn.inference.decisions import decide, votes
 from eventsnn.inference.results import (
     FORMAT,
     FORMAT_VERSION,
@@ -36,6 +35,7 @@ from eventsnn.inference.results import (
     STATUS_FAILED,
     WINDOWS,
 )
+from eventsnn.models.decisions import decide, votes
 
 _sequence = itertools.count()
 

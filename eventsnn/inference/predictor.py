@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from eventsnn.data.errors import ConfigError
-from eventsnn.inference.decisions import decide
 from eventsnn.learning.competitive import CompetitiveLayer
+from eventsnn.models.decisions import decide
 from eventsnn.nn import SpikingNeuron, reset_states
 
 SPIKING_LAYERS = (SpikingNeuron, CompetitiveLayer)

@@ -20,6 +20,8 @@ end of fit the receptive fields are saved as a PNG grid next to the logs.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -47,7 +49,8 @@ class RateEncoder(nn.Module):
     training mode, presentations last ``eval_time_steps`` (longer: more spikes to count) and
     each sample's draws are seeded by its rates: a sample's spikes, and so its prediction, are
     the same in any batch, run or process (batch results must not depend on how windows were
-    batched or shared out); training draws afresh each time.
+    batched or shared out). Training draws afresh each time, also in eval mode under `fresh`
+    (the frozen epochs, which present samples as evaluation does).
     """
 
     def __init__(
@@ -69,6 +72,16 @@ class RateEncoder(nn.Module):
             )
         self.time_steps, self.max_rate, self.pool, self.coding = time_steps, max_rate, pool, coding
         self.eval_time_steps = eval_time_steps or time_steps
+        self.drawing_afresh = False
+
+    @contextmanager
+    def fresh(self) -> Iterator[None]:
+        """Draw afresh in eval mode too, while in the block."""
+        self.drawing_afresh = True
+        try:
+            yield
+        finally:
+            self.drawing_afresh = False
 
     def rates(self, frames: Tensor) -> Tensor:
         """Per-step firing probabilities ``(B, features)`` of a batch of frames."""
@@ -94,11 +107,11 @@ class RateEncoder(nn.Module):
         """U(0, 1) draws (steps, B, features): fresh in training, else each sample's from a
         generator seeded by its rates' bytes."""
         shape = (steps, *rates.shape)
-        if self.training:
+        if self.training or self.drawing_afresh:
             return torch.rand(shape, device=rates.device, dtype=rates.dtype)
         draws = torch.empty((rates.shape[0], steps, rates.shape[1]), device=rates.device)
         generator = torch.Generator(device=rates.device)
-        for sample, sample_rates in enumerate(rates.detach().cpu().numpy()):
+        for sample, sample_rates in enumerate(rates.detach().float().cpu().numpy()):
             generator.manual_seed(xxhash.xxh3_64_intdigest(sample_rates.tobytes()))
             torch.rand(draws.shape[1:], generator=generator, out=draws[sample])
         return draws.to(rates.dtype).transpose(0, 1)
@@ -213,7 +226,7 @@ class STDPClassifier(pl.LightningModule):
             stdp_optimizer.step()
             self.learner.constrain()
         else:
-            with torch.no_grad():
+            with torch.no_grad(), self.encoder.fresh():  # new draws every epoch, as in learning
                 counts = self(frames)
             loss = F.cross_entropy(self.readout(counts), labels)
             readout_optimizer.zero_grad()

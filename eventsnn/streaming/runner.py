@@ -28,6 +28,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from eventsnn.models.decisions import decide
 from eventsnn.nn import reset_states
 from eventsnn.streaming.binning import StepBatch, StepBinner
 from eventsnn.streaming.encoding import encoding_from_checkpoint
@@ -129,6 +130,8 @@ class StreamResult:
     """The output layer's spikes summed over the window's steps, (K,)."""
     probabilities: np.ndarray
     label: int
+    """The top class, -1 when classes tie at the top (a silent output layer decides nothing:
+    `eventsnn.models.decisions`)."""
     latency_ms: float
     """From the arrival of the window's last event (or of the event that closed an empty last
     step) to the emission of this result."""
@@ -508,7 +511,7 @@ class StreamRunner:
             events=events,
             spike_counts=counts,
             probabilities=probabilities,
-            label=int(np.argmax(probabilities)),
+            label=int(decide(probabilities)),
             latency_ms=latency_ms,
             dropped_events=self._pending_dropped,
             reset=self._window_reset,

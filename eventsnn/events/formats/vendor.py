@@ -42,9 +42,10 @@ FAERY_FILE_TYPE = {
 }
 """Our format name -> faery's file type, for the formats faery reads and writes."""
 
-WIDEST_SENSOR = (65535, 65535)
-"""Size faery checks coordinates against when a file states none: the true size (the caller's,
-or inferred) is checked by `io`, whose error names the event and raises SensorSizeError."""
+WIDEST_SENSOR = (32768, 32768)
+"""Size faery checks coordinates against when a file states none: every x, y the event dtype's
+int16 holds (a larger one is refused, not wrapped); the true size (the caller's, or inferred)
+is checked by `io`, whose error names the event and raises SensorSizeError."""
 
 EVT_WORD_BYTES = {"evt2": 4, "evt2.1": 8, "evt3": 2}
 
