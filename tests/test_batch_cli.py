@@ -22,7 +22,7 @@ import torch
 from eventsnn.checkpoint import load_model, read_checkpoint, save, write_checkpoint
 from eventsnn.events import make_events, read, write
 from eventsnn.events.formats import hdf5, hdf5_chunks
-from eventsnn.inference import iter_records, parts_dir, read_recording
+from eventsnn.inference import FORMAT_VERSION, iter_records, parts_dir, read_recording
 from eventsnn.inference import writer as batch_writer
 from eventsnn.inference.parts import RecordingPart, commit_parts
 from eventsnn.models import SpikingClassifier
@@ -256,7 +256,7 @@ def test_results_of_an_older_format_are_refused_clearly(setup, tmp_path, capsys)
         file.create_group("recordings/abc").attrs["path"] = inputs
     assert run(setup, output, inputs=inputs) == 2
     error = capsys.readouterr().err
-    assert "old.h5" in error and "format 3" in error and "--overwrite" in error
+    assert "old.h5" in error and f"format {FORMAT_VERSION}" in error and "--overwrite" in error
     assert run(setup, output, "--overwrite", inputs=inputs) == 0
     assert [r["path"] for r in iter_records(output)] == [inputs]
 
@@ -341,7 +341,8 @@ def test_parts_left_by_a_killed_run_of_another_job_are_refused(setup, tmp_path, 
     with h5py.File(folder / "old.h5", "w") as file:  # a part of format 2: a group a recording
         file.create_group("recordings/abc").attrs["path"] = "/data/a.npy"
     assert run(setup, output, inputs=str(setup["folder"] / "r0.npy")) == 2
-    assert "old.h5 is not an eventsnn batch results file of format 3" in capsys.readouterr().err
+    expected = f"old.h5 is not an eventsnn batch results file of format {FORMAT_VERSION}"
+    assert expected in capsys.readouterr().err
     assert run(setup, output, "--overwrite", inputs=str(setup["folder"] / "r0.npy")) == 0
 
 

@@ -57,8 +57,10 @@ from eventsnn.data.errors import ConfigError
 from eventsnn.events.formats import recording_files
 
 FORMAT = "eventsnn-batch-results"
-FORMAT_VERSION = 3
-"""3: tables of recordings and windows (2: a group a recording; 1: sha256 checksums)."""
+FORMAT_VERSION = 4
+"""4: labels are -1 where classes tie (`eventsnn.models.decisions`) and a .npy's checksum
+covers its sidecar; 3: tables of recordings and windows (2: a group a recording; 1: sha256
+checksums). Results of another version are not resumed (their labels or checksums differ)."""
 RECORDINGS, WINDOWS = "recordings", "windows"
 STATUS_DONE, STATUS_FAILED = "done", "failed"
 RECORD_COLUMNS: dict[str, Any] = {
