@@ -442,7 +442,7 @@ recording costs `eventsnn batch` on one core ~0.3 ms of reading, windowing and e
 of at most 1 MiB in the event dtype is read whole in two read calls, its header matched against
 numpy's own: ~0.18 ms to open, read and check 5,000 events, against ~0.36 ms through
 `numpy.load`'s memory map), ~0.3 ms of the network (its window batched with others) and ~0.1 ms
-of results (stage timers; the table's difference says ~0.9 ms in all). The results file is two
+of results (stage timers; the table's difference says ~0.8 ms in all). The results file is two
 tables (a row a recording, a row a window), finished recordings are committed together at most
 once a second, and the merge copies runs of rows. Over 400 tiny recordings the commits, merge
 and summary take 11, 22 and 7 ms, against 403, 106 and 102 ms with the earlier layout of an HDF5
