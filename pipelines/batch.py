@@ -14,8 +14,9 @@ ddp_fork`` runs N processes on one machine, forked from this one (no new interpr
 ``ddp`` starts each as a new interpreter, as a cluster's nodes need. A re-run skips
 recordings finished before with the same checksum (in the output, or in the part files of a
 killed run) if the job is the same (checkpoint, mode, window, transform: specs that differ only
-in how they are written, such as defaults given or left out, are the same); ``--overwrite``
-starts again. A recording that cannot be read is recorded with its error; the exit code is 1
+in how they are written, such as defaults given or left out, are the same), failed ones too
+unless ``--retry-failed`` (say, after what failed them was fixed); ``--overwrite`` starts
+again. A recording that cannot be read is recorded with its error; the exit code is 1
 when any recording failed, 2 on a setup error, or when the run could not commit or merge its
 results (what was committed is kept: a re-run takes it up). SIGTERM (``kill``, a scheduler's
 preemption, ``docker stop``) stops the run as Ctrl-C does, in this process or in a forked rank:
@@ -73,6 +74,11 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--output", type=str, required=True, help="HDF5 results file")
     parser.add_argument("--overwrite", action="store_true", help="start again, drop old results")
+    parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="redo the recordings that failed before, not only the new and changed ones",
+    )
     parser.add_argument(
         "--encode-only", action="store_true", help="write the encoded tensors, no predictions"
     )
@@ -282,12 +288,15 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def pending_recordings(paths: Sequence[str], output: str) -> tuple[list[str], list[str]]:
+def pending_recordings(
+    paths: Sequence[str], output: str, retry_failed: bool = False
+) -> tuple[list[str], list[str]]:
     """(to do, already done): done means finished before with the same checksum, in the output
-    or in part files a killed run left (a split recording once all its pieces are there)."""
+    or in part files a killed run left (a split recording once all its pieces are there); a
+    recording that failed is done too, unless `retry_failed`."""
     from eventsnn.inference import completed, same_checksum
 
-    done_before = completed(output)
+    done_before = completed(output, failed=not retry_failed)
     todo, done = [], []
     for path in paths:
         try:
@@ -479,7 +488,9 @@ def run(args: Any, threads: int | None = None) -> int:
     if not args.overwrite:  # (another rank may be removing the old output)
         check_job(args.output, metadata["job"], canonical_spec)
     # with --overwrite the old results are being removed (by rank 0): not read, all to do
-    todo, done = (list(paths), []) if args.overwrite else pending_recordings(paths, args.output)
+    todo, done = (list(paths), [])
+    if not args.overwrite:
+        todo, done = pending_recordings(paths, args.output, args.retry_failed)
     # ranks started by an outside launcher (torchrun, SLURM) all go in, whatever each of them
     # found done: the plan is rank 0's, and one rank alone in `predict` would wait for ever
     if todo or int(os.environ.get("WORLD_SIZE", "1")) > 1:

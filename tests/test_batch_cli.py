@@ -207,6 +207,12 @@ def test_resume_skips_done_and_redoes_changed_files(setup, capsys):
     }
     with h5py.File(output, "r") as file:
         assert len(json.loads(file.attrs["runs"])) == 2
+    run(setup, output, "--retry-failed", inputs=inputs)  # the 4 broken files, and only them
+    table = capsys.readouterr().out
+    assert re.search(r"processed now\s+4\n", table) and re.search(r"^failed\s+4$", table, re.M)
+    assert {r["path"]: r["checksum"] for r in iter_records(output)} == {
+        p: r["checksum"] for p, r in second.items()
+    }
     run(setup, output, "--overwrite", inputs=inputs)
     assert re.search(r"processed now\s+7\n", capsys.readouterr().out)
     with h5py.File(output, "r") as file:

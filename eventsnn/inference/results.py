@@ -367,11 +367,11 @@ def _rows(
         yield {name: _plain(records[name][row]) for name in names}
 
 
-def completed(output: str | os.PathLike) -> dict[str, str]:
+def completed(output: str | os.PathLike, failed: bool = True) -> dict[str, str]:
     """path -> checksum ("<algorithm>:<hex>") of the recordings a previous run finished (done,
-    or failed on content), the newest result of each; a split recording counts once a part
-    file holds each of its pieces (the merge joins them), so a run killed before merging does
-    not redo it."""
+    or failed on content unless not `failed`), the newest result of each; a split recording
+    counts once a part file holds each of its pieces (the merge joins them), so a run killed
+    before merging does not redo it."""
     done: dict[str, str] = {}
     pieces: dict[tuple[str, int, str], set[int]] = {}
     for tables in _all_tables(output):
@@ -381,6 +381,9 @@ def completed(output: str | os.PathLike) -> dict[str, str]:
             zip(records["path"], records["checksum"], strict=True)
         ):
             if not checksum:  # the file could not be read: an older result stands
+                continue
+            if not failed and records["status"][row] == STATUS_FAILED:  # to be redone
+                done.pop(path, None)
                 continue
             if counts[row] > 1:
                 found = pieces.setdefault((path, int(counts[row]), checksum), set())
