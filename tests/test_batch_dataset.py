@@ -94,6 +94,8 @@ def test_count_windows_whose_steps_follow_their_span_are_found_at_any_time_windo
         ConfigError, match=r"^transform: windows of 100 events encode to \d+ time steps"
     ):
         window_time_steps(WindowConfig(n_events=100), transforms)
+    fixed = [ToFrame(sensor_size=SENSOR, n_time_bins=3)]  # probed with 10k events, no overflow
+    assert window_time_steps(WindowConfig(n_events=10**7), fixed) is None
 
 
 @pytest.mark.parametrize("window", [WindowConfig(duration_us=1000), WindowConfig(n_events=2)])

@@ -14,6 +14,7 @@ import pytest
 import torch
 import xxhash
 from test_batch_cli import check_tables
+from tqdm.auto import tqdm
 
 from eventsnn.data.errors import ConfigError
 from eventsnn.encoding.transforms import Denoise, ToFrame
@@ -279,6 +280,20 @@ def test_rank_0s_progress_counts_what_the_other_ranks_commit_in_this_run(tmp_pat
     assert progress.update() == 2
     assert (progress.done.recordings, progress.done.windows, progress.done.events) == (2, 5, 54)
     assert progress.update() == 0  # each file is read once
+
+
+def test_the_progress_bar_closes_when_the_commit_on_the_way_out_fails(tmp_path):
+    writer = ResultsWriter(tmp_path / "out.h5", {}, progress=True)
+    writer.bar = tqdm(total=3)
+
+    def full_disk() -> None:
+        raise OSError("disk full")
+
+    writer._commit = full_disk
+    trainer = SimpleNamespace(strategy=SimpleNamespace(launcher=None), is_global_zero=False)
+    with pytest.raises(OSError, match="disk full"):
+        writer.on_exception(trainer, None, RuntimeError("stopped"))
+    assert writer.bar.disable  # closed: the error is not printed on the bar's line
 
 
 UNIFORM = [0.5, 0.5]  # a silent count readout: every class scored alike

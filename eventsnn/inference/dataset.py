@@ -39,6 +39,8 @@ WINDOW_COLUMNS = ("recording", "index", "t_start", "t_stop", "first_event", "n_e
 """Per-window int64 columns of a batch; ``recording`` is the recording's task index."""
 PROBE_SPAN_US = 10**12
 """The longest span (11.6 days) over which count windows are probed for a T set by the span."""
+PROBE_EVENTS = 10_000
+"""Events of a count-window probe at most (windows of millions of events need no more)."""
 FIXED_STEPS_HINT = "give the transform a fixed number of time steps, such as ToFrame's n_time_bins"
 """What to do when windows' encoded tensors differ in their number of time steps (T)."""
 
@@ -54,12 +56,13 @@ def window_time_steps(window: WindowConfig, transforms: Sequence[Callable]) -> i
     so the probes stay small.)"""
     if window.by_time:
         return _probe_steps(make_events([0, 0], [0, 0], [0, window.length - 1], [0, 0]), transforms)
-    n, zeros = window.length, np.zeros(window.length)
-    first = max(n - 1, 1)
+    n = window.length
+    probe = min(n, PROBE_EVENTS)  # T set by the span shows with fewer events too
+    first, zeros = max(probe - 1, 1), np.zeros(probe)
     spans = [first * 10**k for k in range(13) if first * 10**k <= PROBE_SPAN_US]
     steps = None
     for span in spans:
-        t = np.arange(n) * span // first
+        t = np.round(np.arange(probe) * (span / first))  # float: no int64 overflow
         probed = _probe_steps(make_events(zeros, zeros, t, zeros), transforms)
         if steps is not None and probed != steps:
             raise ConfigError(

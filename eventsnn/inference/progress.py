@@ -3,11 +3,14 @@
 Ranks share no state while they predict, but each commits its finished recordings to part files
 at least every `--commit-seconds`, in a folder every rank sees (rank 0 merges them). Rank 0
 reads each new part file of the other ranks once (a few small columns), so its bar counts
-every rank's recordings, windows and events, up to a commit behind.
+every rank's recordings, windows and events, up to a commit behind. Part file names sort by
+the time they were made (`parts.new_part_path`): a rank's new files are those named after its
+last one read, so a look costs a listing of names, not a path object a file.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,27 +36,40 @@ class OtherRanks:
     parts: Path
     own: Path
     done: Done = field(default_factory=Done)
-    seen: set[Path] = field(default_factory=set)
+    last: dict[Path, str] = field(default_factory=dict)
+    """The name of the last part file read (or there at the start) in each rank's folder."""
 
     def __post_init__(self) -> None:
-        self.seen = self._files()
+        for folder, names in self._new_files():
+            self.last[folder] = names[-1]
 
     def update(self) -> int:
         """Read the part files committed since the last call; the recordings they hold."""
         before = self.done.recordings
-        for path in sorted(self._files() - self.seen):
-            self.seen.add(path)
-            try:
-                recordings, windows, events = _work(path)
-            except (OSError, KeyError, ValueError):  # damaged: the merge will say so
-                continue
-            self.done.recordings += recordings
-            self.done.windows += windows
-            self.done.events += events
+        for folder, names in self._new_files():
+            self.last[folder] = names[-1]
+            for name in names:
+                try:
+                    recordings, windows, events = _work(folder / name)
+                except (OSError, KeyError, ValueError):  # damaged: the merge will say so
+                    continue
+                self.done.recordings += recordings
+                self.done.windows += windows
+                self.done.events += events
         return self.done.recordings - before
 
-    def _files(self) -> set[Path]:
-        return {path for path in self.parts.glob("rank-*/*.h5") if path.parent != self.own}
+    def _new_files(self) -> list[tuple[Path, list[str]]]:
+        """(folder, new part file names in order) of each other rank with new ones."""
+        found = []
+        for folder in sorted(self.parts.glob("rank-*")):
+            if folder == self.own or not folder.is_dir():
+                continue
+            last = self.last.get(folder, "")
+            with os.scandir(folder) as entries:
+                names = sorted(e.name for e in entries if e.name.endswith(".h5") and e.name > last)
+            if names:
+                found.append((folder, names))
+        return found
 
 
 def _work(path: Path) -> tuple[int, int, int]:

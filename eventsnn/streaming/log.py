@@ -25,7 +25,8 @@ from eventsnn.streaming.runner import StreamResult
 from eventsnn.streaming.sources import StreamError
 
 LOG_FORMAT = "eventsnn-stream-log"
-LOG_VERSION = 1
+LOG_VERSION = 2
+"""2: a label is -1 where classes tie at the top (a silent window); 1: argmax, 0 on ties."""
 
 
 def result_dtype(n_classes: int) -> np.dtype:
